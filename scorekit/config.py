@@ -1,0 +1,341 @@
+"""Typed configuration: dataclasses, YAML presets shipped with the package, ``a.b=value`` overrides.
+
+A preset is one :class:`Config` written out as YAML. Unknown keys, wrong types and impossible values are
+rejected with a :class:`ConfigError` that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key."""
+
+
+# Allowed values of the string-valued keys (the single source of truth for validation and --help).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "family": ("ddpm", "ncsn"),
+    "data.dataset": ("digits", "cifar10", "folder", "zip", "lsun", "celeba"),
+    "data.dequantize": ("none", "uniform"),
+    "process.kind": ("vp", "ve"),
+    "process.schedule": ("linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine"),
+    "process.ladder": ("geometric", "uniform"),
+    "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest"),
+    "model.output": ("eps", "x0", "mean", "score", "sigma_score"),
+    "model.variance": ("fixedlarge", "fixedsmall", "learned_range"),
+    "training.loss": ("mse", "kl", "hybrid", "dsm"),
+    "training.precision": ("auto", "fp32", "bf16"),
+    "sampling.sampler": ("ancestral", "langevin", "ddim", "euler", "heun", "rk45", "dpm2m", "pc",
+                         "euler_ancestral"),
+}
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # digits (bundled with scikit-learn) | cifar10 | folder | zip | lsun | celeba
+    path: str = ""  # local file or folder (every dataset but digits)
+    resolution: int = 8  # images are resized / cropped to resolution x resolution
+    channels: int = 1  # 1 (grey) or 3 (RGB)
+    random_flip: bool = False  # random horizontal flips in training
+    centre_crop: int = 0  # centre crop to this size before resizing (CelebA: 140); 0 = none
+    dequantize: str = "none"  # uniform dequantization (NCSN v1) or none
+    num_workers: int = 0  # data-loader worker processes
+
+
+@dataclass
+class ProcessConfig:
+    kind: str = "vp"  # vp (DDPM) | ve (NCSN)
+    schedule: str = "linear"  # vp: beta schedule
+    num_timesteps: int = 1000  # vp: T
+    beta_start: float = 1e-4  # vp
+    beta_end: float = 0.02  # vp
+    sigma_begin: float = 50.0  # ve: sigma_1, the largest
+    sigma_end: float = 0.01  # ve: sigma_L, the smallest
+    num_levels: int = 232  # ve: L
+    ladder: str = "geometric"  # ve: geometric | uniform
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "unet"  # unet (DDPM) | ncsn (v1 CondRefineNetDilated) | ncsnv2 | ncsnv2_deeper | ncsnv2_deepest
+    ch: int = 128  # unet: base channels
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # unet: channel multiplier per level
+    num_res_blocks: int = 2  # unet
+    attn_resolutions: list[int] = field(default_factory=lambda: [16])  # unet
+    dropout: float = 0.1  # unet
+    ngf: int = 128  # ncsn*: base channels
+    output: str = "eps"  # what the network outputs: eps | x0 | mean | score | sigma_score
+    variance: str = "fixedlarge"  # reverse-process variance: fixedlarge | fixedsmall | learned_range
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = 800_000
+    batch_size: int = 128  # global batch (split over processes)
+    lr: float = 2e-4
+    warmup: int = 5000  # linear learning-rate warmup steps
+    grad_clip: float = 1.0  # global-norm clipping; 0 disables
+    ema_decay: float = 0.9999  # 0 disables
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    loss: str = "mse"  # mse (L_simple) | kl (true bound) | hybrid | dsm (NCSN)
+    anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
+    grad_accum: int = 1  # micro-batches per optimizer step
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
+    compile: bool = False  # torch.compile the network (CUDA)
+    channels_last: bool = True  # channels-last memory format on CUDA
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 2
+    sample_every: int = 0  # write a sample grid every N steps; 0 = only at the end
+    max_nonfinite: int = 10  # stop after this many non-finite losses/gradients in a row
+
+
+@dataclass
+class SamplingConfig:
+    sampler: str = "ancestral"
+    steps: int = 0  # 0 = the sampler's default (all levels for ancestral / langevin)
+    clip_denoised: bool = True
+    n_steps_each: int = 5  # langevin: T steps per noise level
+    step_lr: float = 6.2e-6  # langevin: eps of alpha_i = eps sigma_i^2 / sigma_L^2
+    denoise: bool = True  # langevin: final denoising step
+    num_samples: int = 64  # images written by `scorekit sample` and at the end of training
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    bpd_images: int = 0  # test images for bits/dim at the end of training; 0 = skip
+    proxy_samples: int = 0  # samples for the digits proxy FD / IS at the end of training; 0 = skip
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    description: str = ""
+    family: str = "ddpm"  # ddpm | ncsn
+    data: DataConfig = field(default_factory=DataConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----- reading and validation ---------------------------------------------------------------------------
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp)[:1]
+        return [_check_type(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _check_type(key, value, option)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: {value!r} has the wrong type")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(prefix + name, value, tp)
+    return cls(**kwargs)
+
+
+def _positive(cfg: Config, keys: list[str], strict: bool = True) -> None:
+    for key in keys:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if (value <= 0) if strict else (value < 0):
+            raise ConfigError(f"{key}: must be {'> 0' if strict else '>= 0'}, got {value}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check choices, ranges and cross-field consistency; return ``cfg``."""
+    for key, allowed in CHOICES.items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj not in allowed:
+            raise ConfigError(f"{key}: {obj!r} is not one of {', '.join(allowed)}")
+    _positive(cfg, ["data.resolution", "process.num_timesteps", "process.num_levels", "model.ch", "model.ngf",
+                    "model.num_res_blocks", "training.steps", "training.batch_size", "training.lr",
+                    "training.grad_accum", "training.log_every", "training.checkpoint_every",
+                    "training.keep_checkpoints", "training.max_nonfinite", "sampling.num_samples",
+                    "sampling.batch_size", "sampling.n_steps_each", "sampling.step_lr"])
+    _positive(cfg, ["training.warmup", "training.grad_clip", "training.weight_decay", "sampling.steps",
+                    "training.sample_every", "data.centre_crop", "data.num_workers", "eval.bpd_images",
+                    "eval.proxy_samples"], strict=False)
+    if cfg.data.channels not in (1, 3):
+        raise ConfigError(f"data.channels: must be 1 or 3, got {cfg.data.channels}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout}")
+    if not 0.0 <= cfg.training.ema_decay < 1.0:
+        raise ConfigError(f"training.ema_decay: must be in [0, 1), got {cfg.training.ema_decay}")
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(cfg.training, key) < 1.0:
+            raise ConfigError(f"training.{key}: must be in [0, 1), got {getattr(cfg.training, key)}")
+    p = cfg.process
+    if not 0 < p.beta_start <= p.beta_end <= 1:
+        raise ConfigError(f"process.beta_start/beta_end: need 0 < beta_start <= beta_end <= 1, "
+                          f"got {p.beta_start} and {p.beta_end}")
+    if not p.sigma_begin > p.sigma_end > 0:
+        raise ConfigError(f"process.sigma_begin/sigma_end: need sigma_begin > sigma_end > 0, "
+                          f"got {p.sigma_begin} and {p.sigma_end}")
+    if p.kind == "ve" and p.num_levels < 2:
+        raise ConfigError(f"process.num_levels: need at least 2 levels, got {p.num_levels}")
+    m = cfg.model
+    if m.arch == "unet":
+        if not m.ch_mult or any(c <= 0 for c in m.ch_mult):
+            raise ConfigError(f"model.ch_mult: need a non-empty list of positive integers, got {m.ch_mult}")
+        if cfg.data.resolution % 2 ** (len(m.ch_mult) - 1):
+            raise ConfigError(f"model.ch_mult: {len(m.ch_mult)} levels need data.resolution divisible by "
+                              f"{2 ** (len(m.ch_mult) - 1)}, got {cfg.data.resolution}")
+    if m.variance == "learned_range" and cfg.training.loss == "mse":
+        raise ConfigError("training.loss: a learned variance is trained with kl or hybrid, not mse")
+    if cfg.training.loss == "hybrid" and m.variance != "learned_range":
+        raise ConfigError("training.loss: hybrid needs model.variance=learned_range")
+    if m.output == "mean" and p.kind != "vp":
+        raise ConfigError("model.output: the posterior-mean parameterization needs process.kind=vp")
+    if cfg.family == "ddpm" and (p.kind != "vp" or m.arch != "unet"):
+        raise ConfigError("family: ddpm needs process.kind=vp and model.arch=unet")
+    if cfg.family == "ncsn" and (p.kind != "ve" or m.arch == "unet"):
+        raise ConfigError("family: ncsn needs process.kind=ve and an ncsn* model.arch")
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    return validate(_build(Config, data))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a config dict (unknown keys are caught by :func:`from_dict`)."""
+    for text in overrides:
+        key, value = parse_override(text)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown key {key}; {part!r} is not a section")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown key {key}; valid keys here: {', '.join(node)}")
+        node[parts[-1]] = value
+    return data
+
+
+# ----- presets ------------------------------------------------------------------------------------------
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("scorekit.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{label}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping at the top level")
+    return data
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The preset's YAML merged over the defaults, as a plain dict."""
+    path = resources.files("scorekit.presets") / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    return _merge(Config().to_dict(), _read_yaml(path, f"preset {name}"), "")
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], prefix: str) -> dict[str, Any]:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"unknown key {prefix}{key}; valid keys here: {', '.join(base)}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key}: expected a mapping, got {value!r}")
+            _merge(base[key], value, f"{prefix}{key}.")
+        else:
+            base[key] = value
+    return base
+
+
+def load_config(source: str | Path, overrides: list[str] | None = None) -> Config:
+    """A preset name or a YAML file (a full config or a partial one over the defaults), with overrides."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = _merge(Config().to_dict(), _read_yaml(path, str(path)), "")
+    else:
+        data = preset_dict(str(source))
+    return from_dict(apply_overrides(data, overrides or []))

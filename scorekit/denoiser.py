@@ -1,0 +1,199 @@
+"""A network plus its noise process: the one place that converts between eps, x0, score and mean.
+
+Every sampler, likelihood and metric talks to a :class:`Denoiser`, never to a raw network, so any
+sampler runs on any model (DESIGN.md). Two views are offered:
+
+* discrete: ``denoiser(x_t, t)`` at integer or fractional levels t = 0..N-1 (0 = least noise);
+* sigma-space (EDM): ``denoiser.denoise(x_hat, sigma)`` with x_hat = x_t / a_t = x0 + sigma * eps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import nn
+
+from .processes.base import DiscreteProcess, expand_like
+
+
+class Output(str, Enum):
+    """What the network outputs."""
+
+    EPS = "eps"  # DDPM's choice (Eq. 11)
+    X0 = "x0"  # DDPM code's 'xstart'
+    MEAN = "mean"  # the posterior mean mu(x_t, t), DDPM code's 'xprev'
+    SCORE = "score"  # NCSN v1: s_theta(x, sigma) directly
+    SIGMA_SCORE = "sigma_score"  # NCSNv2 technique 3: the net gives sigma * score = -eps, divided by sigma
+
+
+class Variance(str, Enum):
+    """Variance of the reverse step p(x_{t-1} | x_t)."""
+
+    FIXEDLARGE = "fixedlarge"  # sigma_t^2 = beta_t (the step variance)
+    FIXEDSMALL = "fixedsmall"  # sigma_t^2 = beta~_t (the posterior variance)
+    LEARNED_RANGE = "learned_range"  # improved DDPM: log-space interpolation between the two
+
+
+@dataclass
+class Prediction:
+    x0: torch.Tensor
+    eps: torch.Tensor
+    out: torch.Tensor  # the network's output (variance channels split off)
+    v: torch.Tensor | None = None  # learned-range interpolation output in [-1, 1]
+
+
+class Denoiser(nn.Module):
+    """``net`` + ``process`` + what the net outputs + the reverse variance + the data range."""
+
+    def __init__(self, net: nn.Module, process: DiscreteProcess, *, output: Output | str = Output.EPS,
+                 variance: Variance | str = Variance.FIXEDLARGE, data_range: tuple[float, float] = (-1.0, 1.0),
+                 image_shape: tuple[int, int, int] | None = None, timestep_map: torch.Tensor | None = None):
+        super().__init__()
+        self.net = net
+        self.process = process
+        self.output = Output(output)
+        self.variance = Variance(variance)
+        self.data_range = (float(data_range[0]), float(data_range[1]))
+        self.image_shape = image_shape
+        # For a respaced denoiser: level t of ``process`` is level timestep_map[t] of the trained one.
+        self.timestep_map = timestep_map
+        self._label_process = process
+
+    @property
+    def device(self) -> torch.device:
+        param = next(self.net.parameters(), None)
+        return param.device if param is not None else self.process.device
+
+    def to(self, *args, **kwargs) -> Denoiser:
+        """Move the network as ``nn.Module.to`` does, and the process tables to the same device."""
+        super().to(*args, **kwargs)
+        device = self.device
+        self.process.to(device)
+        if self._label_process is not self.process:
+            self._label_process.to(device)
+        return self
+
+    # ----- the network's input ------------------------------------------------------------------------
+
+    def net_label(self, t: torch.Tensor) -> torch.Tensor:
+        """Conditioning input of the network at level t (float; fractional between levels)."""
+        t = t.to(self.process.device)
+        if self.timestep_map is not None:
+            t = self.process._interp(self.timestep_map.to(self.process.sigmas), t.double())
+        return self._label_process.net_label(t.double() if torch.is_floating_point(t) else t).float()
+
+    def respaced(self, timesteps: torch.Tensor) -> Denoiser:
+        """This model on a subsequence of its levels (improved DDPM's respacing); shares the network."""
+        timesteps = torch.as_tensor(timesteps, dtype=torch.long)
+        if timesteps.numel() < 1 or bool((timesteps[1:] <= timesteps[:-1]).any()):
+            raise ValueError("respaced timesteps must be strictly increasing")
+        base = self.timestep_map[timesteps.to(self.timestep_map.device)] if self.timestep_map is not None else timesteps
+        d = Denoiser(self.net, self.process.subset(timesteps).to(self.process.device), output=self.output,
+                     variance=self.variance, data_range=self.data_range, image_shape=self.image_shape,
+                     timestep_map=base.double())
+        d._label_process = self._label_process
+        return d
+
+    def raw(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        return self.net(x_t, self.net_label(t).to(x_t.device))
+
+    # ----- discrete view ------------------------------------------------------------------------------
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, *, clip: bool = False,
+                raw: torch.Tensor | None = None) -> Prediction:
+        """Predict x0 and eps from x_t at level t; ``clip`` clips x0 to the data range (eps follows).
+
+        ``raw`` reuses a network output computed elsewhere (e.g. with the mean detached).
+        """
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        out = (self.raw(x_t, t) if raw is None else raw).to(x_t.dtype)
+        v = None
+        if self.variance is Variance.LEARNED_RANGE:
+            out, v = out.chunk(2, dim=1)
+        p = self.process
+        if self.output is Output.EPS:
+            eps = out
+            x0 = p.x0_from_eps(x_t, t, eps)
+        elif self.output is Output.X0:
+            x0 = out
+            eps = None
+        elif self.output is Output.MEAN:
+            tt = t.round().long() if torch.is_floating_point(t) else t
+            x0 = p.x0_from_mean(x_t, tt, out)
+            eps = None
+        elif self.output is Output.SCORE:
+            _, s = p.alpha_s(t)
+            eps = -expand_like(s, x_t) * out
+            x0 = p.x0_from_eps(x_t, t, eps)
+        else:  # SIGMA_SCORE
+            eps = -out
+            x0 = p.x0_from_eps(x_t, t, eps)
+        if clip:
+            x0 = x0.clamp(*self.data_range)
+            eps = None
+        if eps is None:
+            eps = p.eps_from_x0(x_t, t, x0)
+        return Prediction(x0=x0, eps=eps, out=out, v=v)
+
+    def score(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """grad log p_t(x_t) = -eps / s_t."""
+        _, s = self.process.alpha_s(t if t.ndim else t.expand(x_t.shape[0]))
+        return -self(x_t, t).eps / expand_like(s, x_t)
+
+    def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor, *, clip: bool = False,
+                        variance: Variance | str | None = None, raw: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, log-variance and predicted x0 of p(x_{t-1} | x_t) at integer t (DDPM Eq. 11 and code)."""
+        t = t.long()
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        pred = self(x_t, t, clip=clip, raw=raw)
+        p = self.process
+        kind = Variance(variance) if variance is not None else self.variance
+        if kind is Variance.LEARNED_RANGE:
+            if pred.v is None:
+                raise ValueError("this network does not output a variance; use fixedlarge or fixedsmall")
+            frac = (pred.v + 1) / 2
+            log_var = frac * expand_like(p.step_variance[t.to(p.device)].log(), x_t) + (1 - frac) * expand_like(
+                p.posterior_log_variance_clipped[t.to(p.device)], x_t)
+        elif kind is Variance.FIXEDLARGE:
+            log_var = expand_like(p.large_log_variance[t.to(p.device)], x_t)
+        else:
+            log_var = expand_like(p.posterior_log_variance_clipped[t.to(p.device)], x_t)
+        if self.output is Output.MEAN and not clip:
+            mean = pred.out
+        else:
+            mean, _, _ = p.q_posterior(pred.x0, x_t, t)
+        return mean, log_var.expand_as(x_t), pred.x0
+
+    # ----- sigma-space view ---------------------------------------------------------------------------
+
+    def denoise(self, x_hat: torch.Tensor, sigma: torch.Tensor | float, *, clip: bool = False) -> torch.Tensor:
+        """EDM's D(x_hat; sigma) = E[x0 | x0 + sigma eps = x_hat], through the discrete network.
+
+        The network is evaluated at the fractional level t(sigma) (log-sigma interpolation) on
+        x_t = a(sigma) x_hat; sigma outside the trained range is clamped for the network's label only.
+        """
+        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=self.process.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x_hat.shape[0])
+        a = self.process.scale_of_sigma(sigma)
+        t = self.process.t_of_sigma(sigma)
+        x_t = expand_like(a, x_hat) * x_hat
+        pred = self(x_t, t, clip=clip)
+        if self.output in (Output.X0, Output.MEAN) or clip:
+            return pred.x0
+        return x_hat - expand_like(sigma, x_hat) * pred.eps  # exact at sigma beyond the clamped range
+
+    @property
+    def sigma_min(self) -> float:
+        return self.process.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        return self.process.sigma_max

@@ -1,0 +1,49 @@
+"""Build a process, a network and a denoiser from a :class:`~scorekit.config.Config`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from .config import Config, load_config
+from .denoiser import Denoiser
+from .nets.unet import UNet
+from .processes import DiscreteProcess, VEProcess, VPProcess
+
+
+def build_process(cfg: Config) -> DiscreteProcess:
+    p = cfg.process
+    if p.kind == "vp":
+        return VPProcess.from_schedule(p.schedule, p.num_timesteps, p.beta_start, p.beta_end)
+    return VEProcess.from_ladder(p.sigma_begin, p.sigma_end, p.num_levels, p.ladder)
+
+
+def build_net(cfg: Config) -> nn.Module:
+    m, d = cfg.model, cfg.data
+    if m.arch == "unet":
+        out_ch = d.channels * (2 if m.variance == "learned_range" else 1)
+        return UNet(resolution=d.resolution, in_ch=d.channels, out_ch=out_ch, ch=m.ch, ch_mult=tuple(m.ch_mult),
+                    num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout)
+    from .nets.refinenet import build_refinenet
+
+    return build_refinenet(m.arch, channels=d.channels, ngf=m.ngf, num_levels=cfg.process.num_levels,
+                           resolution=d.resolution)
+
+
+def data_range(cfg: Config) -> tuple[float, float]:
+    """DDPM models data in [-1, 1], NCSN in [0, 1]."""
+    return (-1.0, 1.0) if cfg.process.kind == "vp" else (0.0, 1.0)
+
+
+def build_denoiser(cfg: Config) -> Denoiser:
+    """A denoiser with a freshly initialised network."""
+    return Denoiser(build_net(cfg), build_process(cfg), output=cfg.model.output, variance=cfg.model.variance,
+                    data_range=data_range(cfg),
+                    image_shape=(cfg.data.channels, cfg.data.resolution, cfg.data.resolution))
+
+
+def build(preset_or_config: str | Path | Config, overrides: list[str] | None = None) -> Denoiser:
+    """``scorekit.build("ddpm-cifar10")``: the denoiser of a preset, YAML file or Config, freshly initialised."""
+    cfg = preset_or_config if isinstance(preset_or_config, Config) else load_config(preset_or_config, overrides)
+    return build_denoiser(cfg)

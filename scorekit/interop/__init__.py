@@ -1,0 +1,1 @@
+"""Interoperability with other formats: diffusers, the authors' checkpoints."""

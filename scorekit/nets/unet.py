@@ -1,0 +1,105 @@
+"""The DDPM U-Net (Ho et al. 2020, App. B): a PixelCNN++ backbone with time embedding and attention.
+
+The network only maps (x_t, t) to an output of ``out_ch`` channels; it knows nothing of noise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import AttnBlock, Downsample, ResnetBlock, Upsample, conv, group_norm, linear, timestep_embedding
+
+
+# Named configurations of the paper (and small ones for CPU work).
+UNET_CONFIGS = {
+    "cifar10": dict(resolution=32, ch=128, ch_mult=(1, 2, 2, 2), attn_resolutions=(16,), dropout=0.1),
+    "256": dict(resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4, 4), attn_resolutions=(16,), dropout=0.0),
+    "small": dict(resolution=32, ch=64, ch_mult=(1, 2, 2), attn_resolutions=(16,), dropout=0.1),
+    "tiny": dict(resolution=8, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0),
+}
+
+
+class _Level(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.ModuleList()
+        self.attn = nn.ModuleList()
+
+
+class UNet(nn.Module):
+    """DDPM U-Net: ``forward(x, t)`` with x of shape (B, in_ch, R, R) and t of shape (B,) (timesteps)."""
+
+    def __init__(self, *, resolution: int = 32, in_ch: int = 3, out_ch: int = 3, ch: int = 128,
+                 ch_mult: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
+                 attn_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1):
+        super().__init__()
+        if resolution % (2 ** (len(ch_mult) - 1)):
+            raise ValueError(f"resolution {resolution} is not divisible by 2^{len(ch_mult) - 1}")
+        self.ch, self.temb_ch = ch, 4 * ch
+        self.resolution, self.in_ch, self.out_ch = resolution, in_ch, out_ch
+        self.temb = nn.Module()
+        self.temb.dense = nn.ModuleList([linear(ch, self.temb_ch), linear(self.temb_ch, self.temb_ch)])
+        self.conv_in = conv(in_ch, ch)
+
+        skips, res, cur = [ch], resolution, ch
+        self.down = nn.ModuleList()
+        for i, mult in enumerate(ch_mult):
+            level = _Level()
+            for _ in range(num_res_blocks):
+                level.block.append(ResnetBlock(cur, ch * mult, self.temb_ch, dropout))
+                cur = ch * mult
+                if res in attn_resolutions:
+                    level.attn.append(AttnBlock(cur))
+                skips.append(cur)
+            if i != len(ch_mult) - 1:
+                level.downsample = Downsample(cur)
+                res //= 2
+                skips.append(cur)
+            self.down.append(level)
+
+        self.mid = nn.Module()
+        self.mid.block_1 = ResnetBlock(cur, cur, self.temb_ch, dropout)
+        self.mid.attn_1 = AttnBlock(cur)
+        self.mid.block_2 = ResnetBlock(cur, cur, self.temb_ch, dropout)
+
+        up = []
+        for i, mult in reversed(list(enumerate(ch_mult))):
+            level = _Level()
+            for _ in range(num_res_blocks + 1):
+                level.block.append(ResnetBlock(cur + skips.pop(), ch * mult, self.temb_ch, dropout))
+                cur = ch * mult
+                if res in attn_resolutions:
+                    level.attn.append(AttnBlock(cur))
+            if i != 0:
+                level.upsample = Upsample(cur)
+                res *= 2
+            up.insert(0, level)
+        self.up = nn.ModuleList(up)  # indexed like ``down``: up[0] is the full-resolution level
+        self.norm_out = group_norm(cur)
+        self.conv_out = conv(cur, out_ch, zero=True)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        emb = timestep_embedding(t, self.ch).to(self.temb.dense[0].weight.dtype)
+        temb = F.silu(self.temb.dense[1](F.silu(self.temb.dense[0](emb))))  # swish(temb) feeds every block
+        hs = [self.conv_in(x)]
+        for level in self.down:
+            for j, block in enumerate(level.block):
+                h = block(hs[-1], temb)
+                if len(level.attn):
+                    h = level.attn[j](h)
+                hs.append(h)
+            if hasattr(level, "downsample"):
+                hs.append(level.downsample(hs[-1]))
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(hs[-1], temb)), temb)
+        for level in reversed(self.up):
+            for j, block in enumerate(level.block):
+                h = block(torch.cat([h, hs.pop()], dim=1), temb)
+                if len(level.attn):
+                    h = level.attn[j](h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))

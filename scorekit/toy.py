@@ -1,0 +1,113 @@
+"""Toy data with exact answers: Gaussian mixtures whose noised densities, scores and denoisers are known.
+
+A :class:`GaussianMixture` with diagonal covariances stays a mixture under x_t = a x0 + s eps
+(means a mu_k, variances a^2 var_k + s^2), so its log-density, score and E[x0 | x_t] are closed form
+under any process. :func:`exact_denoiser` wraps that as a :class:`~scorekit.denoiser.Denoiser`, usable
+anywhere a trained model is: samplers, likelihoods and metrics can be tested against the truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .denoiser import Denoiser
+from .processes.base import DiscreteProcess
+
+
+class GaussianMixture:
+    """sum_k w_k N(mu_k, diag(var_k)) in D dimensions; float64 throughout."""
+
+    def __init__(self, weights, means, variances):
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        var = torch.as_tensor(variances, dtype=torch.float64)
+        if self.means.ndim != 2 or self.weights.shape != self.means.shape[:1]:
+            raise ValueError("weights must be (K,) and means (K, D)")
+        self.variances = var.expand_as(self.means).clone() if var.ndim < 2 else var
+        if not torch.isclose(self.weights.sum(), torch.tensor(1.0, dtype=torch.float64)):
+            raise ValueError("mixture weights must sum to 1")
+
+    @classmethod
+    def gaussian(cls, mean, std, dim: int) -> GaussianMixture:
+        """A single isotropic N(mean, std^2 I) in ``dim`` dimensions."""
+        return cls([1.0], torch.full((1, dim), float(mean)), float(std) ** 2)
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def mean(self) -> torch.Tensor:
+        return self.weights @ self.means
+
+    def covariance(self) -> torch.Tensor:
+        m = self.mean()
+        second = torch.einsum("k,kd,ke->de", self.weights, self.means, self.means) + torch.diag(
+            self.weights @ self.variances)
+        return second - torch.outer(m, m)
+
+    def noised(self, a: float, s: float) -> GaussianMixture:
+        """The law of a x0 + s eps."""
+        return GaussianMixture(self.weights, a * self.means, a * a * self.variances + s * s)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n points and their component indices."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
+        return self.means[k] + self.variances[k].sqrt() * z, k
+
+    def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """log w_k + log N(x; mu_k, var_k), shape (n, K)."""
+        x = x.double().reshape(x.shape[0], 1, -1)
+        ll = -0.5 * (((x - self.means) ** 2 / self.variances) + self.variances.log() + math.log(2 * math.pi))
+        return ll.sum(-1) + self.weights.log()
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(self.component_log_probs(x), dim=1)
+
+    def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.component_log_probs(x), dim=1)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """grad_x log p(x), shape (n, D)."""
+        x = x.double().reshape(x.shape[0], -1)
+        r = self.responsibilities(x)
+        return torch.einsum("nk,nkd->nd", r, (self.means - x[:, None]) / self.variances)
+
+    def posterior_mean(self, x_t: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """E[x0 | a x0 + s eps = x_t] for per-row scales a, s (shape (n,)); shape (n, D)."""
+        x_t = x_t.double().reshape(x_t.shape[0], 1, -1)
+        a, s = a.double().reshape(-1, 1, 1), s.double().reshape(-1, 1, 1)
+        var_t = a * a * self.variances + s * s
+        ll = -0.5 * (((x_t - a * self.means) ** 2 / var_t) + var_t.log()).sum(-1) + self.weights.log()
+        r = torch.softmax(ll, dim=1)
+        comp = self.means + a * self.variances / var_t * (x_t - a * self.means)
+        return torch.einsum("nk,nkd->nd", r, comp)
+
+
+class ExactEpsNet(nn.Module):
+    """Stands in for a trained eps-network: returns E[eps | x_t] of a mixture exactly."""
+
+    def __init__(self, mixture: GaussianMixture, process: DiscreteProcess):
+        super().__init__()
+        self.mixture, self.process = mixture, process
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        t = self.process.t_of_label(label.double())
+        a, s = self.process.alpha_s(t)
+        x0 = self.mixture.posterior_mean(x, a, s).reshape(x.shape)
+        eps = (x.double() - a.reshape(-1, *[1] * (x.ndim - 1)) * x0) / s.reshape(-1, *[1] * (x.ndim - 1))
+        return eps.to(x.dtype)
+
+
+def exact_denoiser(mixture: GaussianMixture, process: DiscreteProcess,
+                   image_shape: tuple[int, ...] | None = None,
+                   data_range: tuple[float, float] = (-1.0, 1.0)) -> Denoiser:
+    """A Denoiser whose eps-prediction is exact for ``mixture`` under ``process``."""
+    shape = tuple(image_shape) if image_shape is not None else (mixture.dim,)
+    if math.prod(shape) != mixture.dim:
+        raise ValueError(f"image shape {shape} does not hold {mixture.dim} dimensions")
+    return Denoiser(ExactEpsNet(mixture, process), process, output="eps", variance="fixedlarge",
+                    data_range=data_range, image_shape=shape if len(shape) == 3 else None)
