@@ -72,8 +72,8 @@ def main() -> None:
     ratios = {k: res[f"ours_{k}"]["median_s"] / res[f"diffusers_{k}"]["median_s"] for k in ("forward", "train_step")}
     print(f"U-Net '{args.config}' ({n_ours:,} parameters), batch {args.batch}, {device}, {args.repeats} repeats")
     for k in ("forward", "train_step"):
-        print(f"  {k:11s} ours {res['ours_' + k]['median_s']:.3f} s   diffusers {res['diffusers_' + k]['median_s']:.3f} s"
-              f"   ratio {ratios[k]:.3f}")
+        ours, theirs = res["ours_" + k]["median_s"], res["diffusers_" + k]["median_s"]
+        print(f"  {k:11s} ours {ours:.3f} s   diffusers {theirs:.3f} s   ratio {ratios[k]:.3f}")
     write_json(args.out, {"benchmark": "unet_speed", "config": args.config, "parameters": n_ours, "batch": args.batch,
                           "environment": environment(device), "results": res, "ratio_ours_over_diffusers": ratios,
                           "target": {"train_step_ratio_at_most": 0.8}})

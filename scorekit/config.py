@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from .errors import ScorekitError
 
-class ConfigError(ValueError):
+
+class ConfigError(ScorekitError, ValueError):
     """A configuration problem, with a one-line message naming the key."""
 
 
@@ -94,7 +96,7 @@ class TrainingConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
     compile: bool = False  # torch.compile the network (CUDA)
-    channels_last: bool = True  # channels-last memory format on CUDA
+    channels_last: bool = True  # channels-last memory format (faster convolutions on GPUs)
     seed: int = 0
     log_every: int = 100
     checkpoint_every: int = 5000
@@ -240,6 +242,10 @@ def validate(cfg: Config) -> Config:
                           f"got {p.sigma_begin} and {p.sigma_end}")
     if p.kind == "ve" and p.num_levels < 2:
         raise ConfigError(f"process.num_levels: need at least 2 levels, got {p.num_levels}")
+    levels = p.num_timesteps if p.kind == "vp" else p.num_levels
+    if cfg.sampling.sampler == "ancestral" and cfg.sampling.steps > levels:
+        raise ConfigError(f"sampling.steps: the ancestral sampler takes at most the {levels} noise levels, "
+                          f"got {cfg.sampling.steps}")
     m = cfg.model
     if m.arch == "unet":
         if not m.ch_mult or any(c <= 0 for c in m.ch_mult):

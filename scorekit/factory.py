@@ -37,10 +37,12 @@ def data_range(cfg: Config) -> tuple[float, float]:
 
 
 def build_denoiser(cfg: Config) -> Denoiser:
-    """A denoiser with a freshly initialised network."""
-    return Denoiser(build_net(cfg), build_process(cfg), output=cfg.model.output, variance=cfg.model.variance,
-                    data_range=data_range(cfg),
-                    image_shape=(cfg.data.channels, cfg.data.resolution, cfg.data.resolution))
+    """A denoiser with a freshly initialised network; it carries ``config``."""
+    denoiser = Denoiser(build_net(cfg), build_process(cfg), output=cfg.model.output, variance=cfg.model.variance,
+                        data_range=data_range(cfg),
+                        image_shape=(cfg.data.channels, cfg.data.resolution, cfg.data.resolution))
+    denoiser.config = cfg
+    return denoiser
 
 
 def build(preset_or_config: str | Path | Config, overrides: list[str] | None = None) -> Denoiser:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from scorekit.processes import SCHEDULES, VEProcess, VPProcess, VPSDE, beta_schedule, normal_kl, sigma_ladder
+from scorekit.processes import SCHEDULES, VPSDE, VEProcess, VPProcess, beta_schedule, normal_kl, sigma_ladder
 
 
 def linear():

@@ -11,7 +11,6 @@ from torch import nn
 
 from .layers import AttnBlock, Downsample, ResnetBlock, Upsample, conv, group_norm, linear, timestep_embedding
 
-
 # Named configurations of the paper (and small ones for CPU work).
 UNET_CONFIGS = {
     "cifar10": dict(resolution=32, ch=128, ch_mult=(1, 2, 2, 2), attn_resolutions=(16,), dropout=0.1),

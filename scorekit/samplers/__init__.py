@@ -1,7 +1,35 @@
-"""Samplers: plain functions ``sample_x(denoiser, shape, rng, *, steps, callback, progress, ...)``."""
+"""Samplers: plain functions ``sample_x(denoiser, shape, rng, *, steps, callback, progress, ...)``.
 
+:func:`sample` runs one by name, passing it the options it accepts (a sampler ignores the others), so
+every sampler can be driven from one :class:`~scorekit.config.SamplingConfig`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+
+from ..denoiser import Denoiser
+from ..rng import ImageRNG
 from .ancestral import sample_ancestral
 
-SAMPLERS = {"ancestral": sample_ancestral}
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ancestral": sample_ancestral}
 
-__all__ = ["sample_ancestral", "SAMPLERS"]
+
+def sampling_options(sc) -> dict:
+    """Sampler options from a SamplingConfig (steps 0 means the sampler's default)."""
+    return {"steps": sc.steps or None, "clip_denoised": sc.clip_denoised, "n_steps_each": sc.n_steps_each,
+            "step_lr": sc.step_lr, "denoise": sc.denoise}
+
+
+def sample(denoiser: Denoiser, name: str, shape: tuple[int, ...], rng: ImageRNG, **options) -> torch.Tensor:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    fn = SAMPLERS[name]
+    accepted = inspect.signature(fn).parameters
+    return fn(denoiser, shape, rng, **{k: v for k, v in options.items() if k in accepted})
+
+
+__all__ = ["SAMPLERS", "sample", "sampling_options", "sample_ancestral"]

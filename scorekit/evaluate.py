@@ -1,0 +1,119 @@
+"""Evaluation workflows shared by training and the command line: generate, write, bits/dim, proxy metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.sources import build_source
+from .denoiser import Denoiser
+from .dist import Dist
+from .images import save_grid, save_npz, save_pngs, to_uint8
+from .likelihood import vlb_bpd
+from .rng import ImageRNG
+from .samplers import sample, sampling_options
+
+
+@torch.no_grad()
+def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256, sampler: str | None = None,
+             options: dict | None = None, progress: bool = False, dist: Dist | None = None) -> torch.Tensor:
+    """n images as uint8 (N, C, H, W); image i depends only on (seed, i), whatever the batch size or the
+    number of processes (under torchrun each rank samples a share and the shares are gathered)."""
+    cfg = denoiser.config
+    name = sampler or cfg.sampling.sampler
+    opts = {**sampling_options(cfg.sampling), **(options or {})}
+    shape = denoiser.image_shape
+    dist = dist or Dist(device=denoiser.device)
+    per_rank = math.ceil(n / dist.world)
+    mine = range(dist.rank * per_rank, min(n, (dist.rank + 1) * per_rank))
+    out = []
+    for start in range(mine.start, mine.stop, batch_size):
+        idx = range(start, min(mine.stop, start + batch_size))
+        rng = ImageRNG(seed, idx, denoiser.device)
+        x = sample(denoiser, name, (len(idx), *shape), rng, progress=progress, **opts)
+        out.append(to_uint8(x, denoiser.data_range))
+    local = torch.cat(out) if out else torch.empty(0, *shape, dtype=torch.uint8)
+    if dist.enabled:  # pad to equal size, gather, trim
+        padded = torch.zeros(per_rank, *shape, dtype=torch.uint8)
+        padded[:len(local)] = local
+        local = dist.gather_cat(padded.to(dist.device)).cpu()[:n]
+    return local
+
+
+def write_samples(folder: str | Path, images: torch.Tensor, grid_max: int = 256) -> dict[str, str]:
+    """grid.png (the first ``grid_max`` images), one PNG per image and samples.npz (uint8 NHWC)."""
+    folder = Path(folder)
+    grid = save_grid(folder / "grid.png", images[:grid_max])
+    save_pngs(folder / "images", images)
+    save_npz(folder / "samples.npz", samples=images.permute(0, 2, 3, 1).numpy())
+    return {"grid": str(grid), "images": str(folder / "images"), "npz": str(folder / "samples.npz")}
+
+
+@torch.no_grad()
+def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: int = 0, batch_size: int = 100,
+                 data=None, progress: bool = False) -> dict[str, float]:
+    """DDPM's variational bound in bits/dim averaged over ``n`` images of a data split (0 = all)."""
+    from .data.pipeline import preprocess
+
+    source = build_source(data or denoiser.config.data, split)
+    n = len(source) if n <= 0 else min(n, len(source))
+    totals, priors, decoders = [], [], []
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(n, start + batch_size)))
+        u8 = torch.stack([source[i] for i in idx])
+        x0 = preprocess(u8, denoiser.data_range).to(denoiser.device)
+        out = vlb_bpd(denoiser, x0, ImageRNG(seed, idx, denoiser.device), progress=progress)
+        totals.append(out["total"].cpu())
+        priors.append(out["prior"].cpu())
+        decoders.append(out["terms"][:, 0].cpu())
+    total = torch.cat(totals).numpy()
+    return {"bpd": float(total.mean()), "bpd_sem": float(total.std(ddof=1) / np.sqrt(len(total))) if n > 1 else 0.0,
+            "prior_bpd": float(torch.cat(priors).mean()), "decoder_bpd": float(torch.cat(decoders).mean()),
+            "n": n, "split": split}
+
+
+def final_report(denoiser: Denoiser, run, dist: Dist | None = None) -> dict:
+    """After training: a sample grid, bits/dim (DDPM) and the digits proxy metrics, as the config asks.
+    Writes ``summary.json`` in the run directory and returns it (on the main process)."""
+    import time
+
+    from .metrics.proxy import proxy_metrics
+
+    cfg = denoiser.config
+    dist = dist or Dist(device=denoiser.device)
+    t0 = time.perf_counter()
+    n = max(cfg.sampling.num_samples, cfg.eval.proxy_samples)
+    images = generate(denoiser, n, seed=cfg.sampling.seed, batch_size=cfg.sampling.batch_size, dist=dist)
+    summary: dict = {"step": getattr(denoiser, "checkpoint_step", None), "sampler": cfg.sampling.sampler}
+    if dist.main:
+        files = write_samples(run.path / "samples" / "final", images[:cfg.sampling.num_samples])
+        summary.update(grid=files["grid"], samples=files["npz"])
+        if cfg.eval.proxy_samples and cfg.data.dataset == "digits":
+            summary["proxy"] = proxy_metrics(images[:cfg.eval.proxy_samples])
+        summary["sampling_s"] = round(time.perf_counter() - t0, 1)
+        if cfg.eval.bpd_images and cfg.process.kind == "vp":
+            t1 = time.perf_counter()
+            summary["bpd"] = bits_per_dim(denoiser, split="test", n=cfg.eval.bpd_images, seed=cfg.sampling.seed)
+            summary["bpd_s"] = round(time.perf_counter() - t1, 1)
+        run.write_summary(summary)
+    dist.barrier()
+    return summary
+
+
+def describe(summary: dict) -> list[str]:
+    """Human-readable lines of a summary."""
+    lines = []
+    if "bpd" in summary:
+        b = summary["bpd"]
+        lines.append(f"bits/dim ({b['split']}, {b['n']} images): {b['bpd']:.3f} +- {b['bpd_sem']:.3f}")
+    if "proxy" in summary:
+        p = summary["proxy"]
+        lines.append(f"proxy FD ({p['n']} samples vs test digits): {p['proxy_fd']:.2f} "
+                     f"(real-vs-real floor {p['proxy_fd_floor']:.2f})")
+        lines.append(f"proxy IS: {p['proxy_is']:.2f} (real digits {p['proxy_is_real']:.2f})")
+    if "grid" in summary:
+        lines.append(f"sample grid: {summary['grid']}")
+    return lines

@@ -1,0 +1,100 @@
+"""An offline stand-in for Inception on the digits: a small classifier trained deterministically.
+
+Its 128-d penultimate features define a Frechet distance between generated digits and the held-out
+test digits ("proxy FD"), and its class probabilities an Inception-Score analogue. The real-vs-real
+floor, the FD of as many real training digits, tells what a perfect model would score at that N.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .frechet import feature_stats, frechet_distance
+
+
+class DigitsClassifier(nn.Module):
+    """conv(32) -> conv(64) -> maxpool -> dense(128) [features] -> dense(10), on 8x8 grey digits."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc = nn.Linear(64 * 4 * 4, 128)
+        self.head = nn.Linear(128, 10)
+
+    def features(self, u8: torch.Tensor) -> torch.Tensor:
+        x = u8.float() / 255.0
+        h = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        return F.relu(self.fc(h.flatten(1)))
+
+    def forward(self, u8: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(u8))
+
+
+@functools.lru_cache(maxsize=1)
+def trained_classifier(seed: int = 0, epochs: int = 40) -> DigitsClassifier:
+    """Train on the digits training split: fixed seed, fixed batch order, CPU; a few seconds."""
+    from ..data.sources import digits
+
+    data = digits("train")
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        net = DigitsClassifier()
+        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            perm = torch.randperm(len(data.images), generator=g)
+            for i in range(0, len(perm), 128):
+                idx = perm[i:i + 128]
+                loss = F.cross_entropy(net(data.images[idx]), data.labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    return net.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def features_and_probs(u8: torch.Tensor, net: DigitsClassifier | None = None) -> tuple[np.ndarray, np.ndarray]:
+    net = net or trained_classifier()
+    u8 = u8.cpu()
+    if u8.shape[1:] != (1, 8, 8):
+        raise ValueError(f"the digits proxy needs uint8 images of shape (N, 1, 8, 8), got {tuple(u8.shape)}")
+    feats, probs = [], []
+    for i in range(0, len(u8), 1024):
+        h = net.features(u8[i:i + 1024])
+        feats.append(h.double().numpy())
+        probs.append(torch.softmax(net.head(h), dim=1).double().numpy())
+    return np.concatenate(feats), np.concatenate(probs)
+
+
+def inception_score(probs: np.ndarray, splits: int = 1) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` equal parts."""
+    scores = []
+    for part in np.array_split(np.asarray(probs, np.float64), splits):
+        py = part.mean(0, keepdims=True)
+        kl = (part * (np.log(np.clip(part, 1e-30, None)) - np.log(np.clip(py, 1e-30, None)))).sum(1)
+        scores.append(float(np.exp(kl.mean())))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0) -> dict[str, float]:
+    """Proxy FD of the samples against the test digits, the real-vs-real floor at the same N (that many
+    training digits against the test digits) and the IS analogue of samples and of real digits."""
+    from ..data.sources import digits
+
+    test, train = digits("test"), digits("train")
+    f_test, _ = features_and_probs(test.images)
+    f_s, p_s = features_and_probs(samples_u8)
+    mu_t, s_t = feature_stats(f_test)
+    fd = frechet_distance(*feature_stats(f_s), mu_t, s_t)
+    n = min(len(samples_u8), len(train))
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(floor_seed))[:n]
+    f_r, p_r = features_and_probs(train.images[idx])
+    floor = frechet_distance(*feature_stats(f_r), mu_t, s_t)
+    return {"proxy_fd": fd, "proxy_fd_floor": floor, "proxy_is": inception_score(p_s)[0],
+            "proxy_is_real": inception_score(p_r)[0], "n": int(len(samples_u8))}

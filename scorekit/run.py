@@ -1,0 +1,110 @@
+"""Run directories (config.yaml, checkpoints/, samples/, metrics.jsonl, summary.json) and ``scorekit.load``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import Config, ConfigError, from_dict, load_config
+from .denoiser import Denoiser
+from .errors import CheckpointError
+from .factory import build_denoiser
+from .images import atomic_write_bytes
+
+_CKPT = re.compile(r"^step_(\d+)\.safetensors$")
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.yaml"
+        self.checkpoint_dir = self.path / "checkpoints"
+        self.samples_dir = self.path / "samples"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.summary_path = self.path / "summary.json"
+        self.tensorboard_dir = self.path / "tensorboard"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoint_dir.iterdir() if (m := _CKPT.match(p.name))]
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoint_dir / f"step_{step:09d}.safetensors"
+
+    def prune(self, keep: int) -> None:
+        for _, path in self.checkpoints()[:-keep]:
+            path.unlink(missing_ok=True)
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete half-written checkpoint files left by a process killed while saving."""
+        if self.checkpoint_dir.is_dir():
+            for p in self.checkpoint_dir.glob(".step_*.tmp-*"):
+                p.unlink(missing_ok=True)
+
+    def write_config(self, cfg: Config) -> None:
+        atomic_write_bytes(self.config_path, cfg.to_yaml().encode())
+
+    def read_config(self, overrides: list[str] | None = None) -> Config:
+        return load_config(self.config_path, overrides)
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_bytes(self.summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after ``step`` (written after the checkpoint a resume starts from)."""
+        if not self.metrics_path.is_file():
+            return
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+        atomic_write_bytes(self.metrics_path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
+    """A checkpoint file, or the latest checkpoint of a run directory."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        latest = RunDir(path).latest()
+        if latest is None:
+            raise CheckpointError(f"{path}: no checkpoint in {path / 'checkpoints'} (has the run trained yet?)")
+        return latest
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run directory or checkpoint")
+    return path
+
+
+def load(run_or_checkpoint: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Denoiser:
+    """The denoiser of a run (its latest checkpoint) or of one checkpoint file, in eval mode.
+
+    ``ema`` selects the exponential-moving-average weights (what the papers sample and evaluate with)
+    when the checkpoint has them. The returned denoiser carries ``config`` and ``checkpoint_step``.
+    """
+    path = resolve_checkpoint(run_or_checkpoint)
+    ck = load_checkpoint(path, optimizer=False)
+    try:
+        cfg = from_dict(ck.config)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: the stored configuration is invalid ({e})") from None
+    denoiser = build_denoiser(cfg)
+    state = ck.ema if ema and ck.ema else ck.model
+    try:
+        denoiser.net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the configured network ({str(e).splitlines()[0]})") from None
+    denoiser.checkpoint_step = ck.step
+    denoiser.uses_ema = bool(ema and ck.ema)
+    return denoiser.to(device).eval()

@@ -1,0 +1,332 @@
+"""The training loop: Adam with warmup, clipping, EMA, bf16/compile on CUDA, accumulation, DDP, resume.
+
+Every random draw of step k — which examples, their noise levels, noise, flips and dropout — is seeded
+by (seed, k), so a resumed run continues exactly where it stopped and data-parallel runs see the same
+global batch as a single process. A checkpoint holds the weights, EMA, optimizer and step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config
+from .data import BatchStream, build_source, micro_batch_slice, preprocess
+from .denoiser import Denoiser
+from .dist import Dist
+from .ema import EMA
+from .errors import CheckpointError, TrainingError
+from .factory import build_denoiser
+from .losses import ddpm_loss, dsm_loss
+from .rng import image_seed
+from .run import RunDir
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    step: int
+    interrupted: bool = False
+    summary: dict = field(default_factory=dict)
+
+
+def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Per-example loss of the configured objective."""
+    if cfg.training.loss == "dsm":
+        return dsm_loss(denoiser, x0, t, noise, cfg.training.anneal_power)
+    return ddpm_loss(denoiser, x0, t, noise, cfg.training.loss)
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    """Linear warmup as in the DDPM code: lr * min(step / warmup, 1), step = updates done so far."""
+    w = cfg.training.warmup
+    return cfg.training.lr * (min(step / w, 1.0) if w > 0 else 1.0)
+
+
+class _StopFlag:
+    """SIGTERM / SIGINT ask the loop to finish the step, checkpoint and return."""
+
+    def __init__(self):
+        self.raised: str | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, device: torch.device):
+    """Noise levels, noise, flips and dequantization noise of the whole global batch of ``step``."""
+    g = torch.Generator(device=device)
+    g.manual_seed(image_seed(cfg.training.seed, step))
+    B = cfg.training.batch_size
+    t = torch.randint(0, num_levels, (B,), generator=g, device=device)
+    noise = torch.randn((B, *shape), generator=g, device=device)
+    flip = torch.rand(B, generator=g, device=device) < 0.5 if cfg.data.random_flip else None
+    dequant = torch.rand((B, *shape), generator=g, device=device) if cfg.data.dequantize == "uniform" else None
+    return t, noise, flip, dequant
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, dist: Dist, *, progress: bool = True):
+        self.cfg, self.run, self.dist, self.progress = cfg, RunDir(run_dir), dist, progress
+        self.device = dist.device
+        tc = cfg.training
+        if tc.batch_size % (dist.world * tc.grad_accum):
+            raise TrainingError(f"training.batch_size {tc.batch_size} must be divisible by {dist.world} processes "
+                                f"x training.grad_accum {tc.grad_accum}")
+        cuda = self.device.type == "cuda"
+        self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda)
+        torch.manual_seed(tc.seed)  # the initial weights depend on the seed only
+        self.denoiser = build_denoiser(cfg).to(self.device)
+        if tc.channels_last:
+            self.denoiser.net.to(memory_format=torch.channels_last)
+        self.net = self.denoiser.net
+        self.params = list(self.net.parameters())
+        self.ema = EMA(self.net, tc.ema_decay) if tc.ema_decay > 0 else None
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2),
+                                          eps=tc.adam_eps, weight_decay=tc.weight_decay,
+                                          **({"fused": True} if cuda else {"foreach": True}))
+        self.step = 0
+        self.train_net = self.net
+        if tc.compile:
+            self.train_net = torch.compile(self.train_net)
+        if dist.enabled:
+            self.train_net = DistributedDataParallel(self.train_net, device_ids=[self.device] if cuda else None)
+        self.train_denoiser = Denoiser(self.train_net, self.denoiser.process, output=cfg.model.output,
+                                       variance=cfg.model.variance, data_range=self.denoiser.data_range)
+
+    # ----- checkpoints ----------------------------------------------------------------------------------
+
+    def resume(self) -> bool:
+        latest = self.run.latest()
+        if latest is None:
+            return False
+        ck = load_checkpoint(latest, map_location=self.device)
+        try:
+            self.net.load_state_dict(ck.model)
+            if self.ema is not None:
+                self.ema.load_state_dict(ck.ema if ck.ema is not None else ck.model)
+            if ck.optimizer is not None:
+                self.optimizer.load_state_dict(ck.optimizer)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{latest}: does not fit this configuration ({str(e).splitlines()[0]})") from None
+        self.step = ck.step
+        return True
+
+    def save(self) -> Path | None:
+        path = None
+        if self.dist.main:
+            path = save_checkpoint(
+                self.run.checkpoint_path(self.step), config=self.cfg.to_dict(), step=self.step,
+                model=self.net.state_dict(), ema=self.ema.state_dict() if self.ema else None,
+                optimizer=self.optimizer.state_dict(),
+                state={"samples_seen": self.step * self.cfg.training.batch_size, "seed": self.cfg.training.seed,
+                       "rng": "per-step generators seeded by (training.seed, step); nothing else to restore"})
+            self.run.prune(self.cfg.training.keep_checkpoints)
+        self.dist.barrier()
+        return path
+
+    # ----- one optimizer step -----------------------------------------------------------------------------
+
+    def train_step(self, batches) -> tuple[float, float, bool]:
+        cfg, dist = self.cfg, self.dist
+        tc = cfg.training
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, self.step)
+        shape = self.denoiser.image_shape
+        t, noise, flip, dequant = _step_draws(cfg, self.step, shape, self.denoiser.process.num_levels, self.device)
+        torch.manual_seed(image_seed(tc.seed, 1_000_003 * self.step + dist.rank))  # dropout
+        self.optimizer.zero_grad(set_to_none=True)
+        self.train_net.train()
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(tc.grad_accum):
+            sl = micro_batch_slice(tc.batch_size, dist.world, dist.rank, tc.grad_accum, micro)
+            x0 = preprocess(next(batches), self.denoiser.data_range, flip=None if flip is None else flip[sl],
+                            dequant_noise=None if dequant is None else dequant[sl])
+            if tc.channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            last = micro == tc.grad_accum - 1
+            with contextlib.nullcontext() if last or not dist.enabled else self.train_net.no_sync():
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    loss = objective(cfg, self.train_denoiser, x0, t[sl], noise[sl]).float().mean() / tc.grad_accum
+                loss.backward()
+            loss_sum += loss.detach()
+        loss_all = dist.sum(loss_sum) / dist.world
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        finite = bool(torch.isfinite(loss_all) & torch.isfinite(grad_norm))
+        if finite:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.net)
+        self.step += 1
+        return float(loss_all), float(grad_norm), finite
+
+    # ----- the loop ---------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        cfg, dist, run = self.cfg, self.dist, self.run
+        tc = cfg.training
+        source = build_source(cfg.data, "train")
+        stream = BatchStream(source, seed=tc.seed, global_batch=tc.batch_size, world=dist.world, rank=dist.rank,
+                             accum=tc.grad_accum, num_workers=cfg.data.num_workers, device=self.device)
+        batches = stream.batches(self.step)
+        logger = _Logger(run, dist, enabled=dist.main)
+        start_step = self.step
+        bar = _bar(self.progress and dist.main, self.step, tc.steps)
+        nonfinite_run, window, t_last, seen_last = 0, [], time.perf_counter(), self.step
+        interrupted = None
+        with _StopFlag() as stop:
+            while self.step < tc.steps:
+                loss, grad_norm, finite = self.train_step(batches)
+                if not finite:
+                    nonfinite_run += 1
+                    logger.event(self.step, {"nonfinite": nonfinite_run, "loss": loss, "grad_norm": grad_norm})
+                    if nonfinite_run >= tc.max_nonfinite:
+                        raise TrainingError(
+                            f"stopped at step {self.step}: {nonfinite_run} non-finite losses or gradients in a row "
+                            f"(training.max_nonfinite={tc.max_nonfinite}); the last checkpoint is intact — lower "
+                            "training.lr or check the data")
+                else:
+                    nonfinite_run = 0
+                    window.append(loss)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    now = time.perf_counter()
+                    ips = (self.step - seen_last) * tc.batch_size / max(now - t_last, 1e-9)
+                    logger.log(self.step, {"loss": sum(window) / max(len(window), 1), "grad_norm": grad_norm,
+                                           "lr": learning_rate(cfg, self.step - 1), "images_per_s": ips})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{sum(window) / max(len(window), 1):.4f}", img_s=f"{ips:.0f}")
+                    window, t_last, seen_last = [], now, self.step
+                if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
+                    self.save()
+                if tc.sample_every and self.step % tc.sample_every == 0 and dist.main:
+                    self.sample_grid(run.samples_dir / f"step_{self.step:09d}.png")
+                if dist.any(stop.raised is not None):
+                    interrupted = stop.raised or "signal"
+                    break
+        if bar is not None:
+            bar.close()
+        if self.step > start_step:
+            self.save()
+        logger.close()
+        return TrainResult(run.path, self.step, interrupted=interrupted is not None)
+
+    def eval_denoiser(self) -> Denoiser:
+        """The EMA weights (what the papers sample with) as a denoiser."""
+        net = self.ema.module if self.ema is not None else self.net
+        d = Denoiser(net, self.denoiser.process, output=self.cfg.model.output, variance=self.cfg.model.variance,
+                     data_range=self.denoiser.data_range, image_shape=self.denoiser.image_shape)
+        d.config = self.cfg
+        return d.eval()
+
+    def sample_grid(self, path: Path, n: int = 64) -> Path:
+        from .evaluate import generate
+        from .images import save_grid
+
+        images = generate(self.eval_denoiser(), min(n, self.cfg.sampling.num_samples), seed=self.cfg.sampling.seed,
+                          batch_size=self.cfg.sampling.batch_size)
+        return save_grid(path, images)
+
+
+def _bar(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+
+class _Logger:
+    """metrics.jsonl lines and, when the tensorboard package is installed, TensorBoard events."""
+
+    def __init__(self, run: RunDir, dist: Dist, enabled: bool):
+        self.enabled, self.run, self.tb = enabled, run, None
+        if not enabled:
+            return
+        run.path.mkdir(parents=True, exist_ok=True)
+        self.file = open(run.metrics_path, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run.tensorboard_dir))
+        except ImportError:
+            pass
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"train/{k}", v, step)
+
+    def event(self, step: int, values: dict) -> None:
+        self.log(step, {"event": "nonfinite_skipped", **values})
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def train_run(source: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, *,
+              device: str | None = None, progress: bool = True, evaluate: bool = True) -> TrainResult:
+    """Train a preset or YAML config into a run directory; a directory with a checkpoint is resumed
+    (its config.yaml wins; ``overrides`` still apply, e.g. training.steps=... to train longer)."""
+    from .config import load_config
+    from .dist import setup
+
+    dist = setup(device)
+    first = load_config(source, overrides) if not (out and RunDir(out).latest()) else None
+    run = RunDir(out or Path("runs") / first.name)
+    resuming = run.latest() is not None
+    cfg = run.read_config(overrides) if resuming else first
+    if dist.main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
+        run.remove_stale_temporaries()
+    dist.barrier()
+    trainer = Trainer(cfg, run.path, dist, progress=progress)
+    if trainer.resume() and dist.main:
+        run.truncate_metrics(trainer.step)
+        print(f"resuming {run.path} at step {trainer.step} of {cfg.training.steps}", flush=True)
+    result = trainer.fit()
+    if result.interrupted:
+        if dist.main:
+            print(f"interrupted: checkpoint written at step {result.step} in {run.checkpoint_dir}; "
+                  f"run the same command again to resume", flush=True)
+        return result
+    if evaluate:
+        from .evaluate import final_report
+
+        denoiser = trainer.eval_denoiser()
+        denoiser.checkpoint_step = trainer.step
+        result.summary = final_report(denoiser, run, dist)
+    return result

@@ -1,0 +1,135 @@
+"""Reliability of the training engine: exact resume, signals, kills, non-finite steps, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from scorekit.checkpoint import load_checkpoint
+from scorekit.errors import TrainingError
+from scorekit.run import RunDir
+from scorekit.train import train_run
+
+TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=16",
+        "training.log_every=1", "training.checkpoint_every=100", "training.warmup=2", "training.ema_decay=0.9",
+        "sampling.num_samples=4", "eval.bpd_images=0", "eval.proxy_samples=0"]
+
+
+def _train(run, overrides):
+    return train_run("ddpm-digits", run, overrides, device="cpu", progress=False, evaluate=False)
+
+
+def _latest(run):
+    return load_checkpoint(RunDir(run).latest())
+
+
+def _assert_same_state(a, b, exact=True):
+    for part in ("model", "ema"):
+        for k, v in getattr(a, part).items():
+            other = getattr(b, part)[k]
+            assert torch.equal(v, other) if exact else torch.allclose(v, other, atol=2e-5), f"{part}.{k}"
+    if exact:
+        for pid, st in a.optimizer["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, b.optimizer["state"][pid][k]), f"optim.{pid}.{k}"
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """2N steps in one go == N steps, a restart, N more (dropout on, so the RNG handling matters)."""
+    _train(tmp_path / "a", TINY + ["model.dropout=0.1", "training.steps=6"])
+    _train(tmp_path / "b", TINY + ["model.dropout=0.1", "training.steps=3"])
+    _train(tmp_path / "b", ["training.steps=6"])
+    a, b = _latest(tmp_path / "a"), _latest(tmp_path / "b")
+    assert a.step == b.step == 6 and a.state["samples_seen"] == 96
+    _assert_same_state(a, b)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_keeps_only_the_last_k_checkpoints(tmp_path):
+    _train(tmp_path, TINY + ["training.steps=7", "training.checkpoint_every=2", "training.keep_checkpoints=2"])
+    assert [s for s, _ in RunDir(tmp_path).checkpoints()] == [6, 7]
+
+
+def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch):
+    import scorekit.train as tr
+
+    real = tr.objective
+    calls = {"n": 0}
+
+    def flaky(cfg, denoiser, x0, t, noise):
+        calls["n"] += 1
+        loss = real(cfg, denoiser, x0, t, noise)
+        return loss * float("nan") if calls["n"] in (2, 3) else loss
+
+    monkeypatch.setattr(tr, "objective", flaky)
+    _train(tmp_path / "ok", TINY + ["training.steps=5"])
+    ck = _latest(tmp_path / "ok")
+    assert ck.step == 5 and all(bool(torch.isfinite(v).all()) for v in ck.model.values())
+    events = [json.loads(line) for line in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["nonfinite"] for e in events if e.get("event") == "nonfinite_skipped"] == [1, 2]
+    # the skipped steps did not move the weights: Adam took exactly 3 steps
+    assert int(ck.optimizer["state"][0]["step"]) == 3
+
+    monkeypatch.setattr(tr, "objective", lambda *a: real(*a) * float("nan"))
+    with pytest.raises(TrainingError, match="3 non-finite losses or gradients in a row"):
+        _train(tmp_path / "bad", TINY + ["training.steps=50", "training.max_nonfinite=3"])
+    assert RunDir(tmp_path / "bad").latest() is None  # nothing written, certainly nothing non-finite
+
+
+def _wait_for_step(run, step, proc, timeout=120):
+    deadline = time.time() + timeout
+    path = run / "metrics.jsonl"
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        if path.is_file():
+            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip().endswith("}")]
+            if lines and lines[-1]["step"] >= step:
+                return lines[-1]["step"]
+        time.sleep(0.2)
+    raise TimeoutError(f"no step {step} in {timeout} s")
+
+
+def _start(run, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "scorekit", "train", "ddpm-digits", "--out", str(run),
+                             "--no-progress", "--no-eval", *TINY, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_sigterm_checkpoints_and_exits_0_and_sigkill_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(run, "training.steps=100000", "training.checkpoint_every=4")
+    _wait_for_step(run, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "interrupted: checkpoint written at step" in out
+    stopped = _latest(run).step
+    assert stopped >= 2
+
+    proc = _start(run, "training.checkpoint_every=4")  # resumes
+    _wait_for_step(run, stopped + 9, proc)  # at least two checkpoints (every 4 steps) written since
+    proc.kill()
+    proc.communicate()
+    ck = _latest(run)  # the newest complete checkpoint loads
+    assert ck.step > stopped and ck.step % 4 == 0
+    result = _train(run, [f"training.steps={ck.step + 2}"])
+    assert result.step == ck.step + 2
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """Same global batch over 2 gloo processes: the weights after K steps equal a single process's."""
+    common = TINY + ["model.dropout=0.0", "training.steps=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "scorekit",
+           "train", "ddpm-digits", "--out", str(tmp_path / "ddp"), "--no-progress", "--no-eval", *common]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _train(tmp_path / "single", common)
+    _assert_same_state(_latest(tmp_path / "ddp"), _latest(tmp_path / "single"), exact=False)
