@@ -18,28 +18,37 @@ def image_seed(seed: int, index: int) -> int:
 
 
 class ImageRNG:
-    """One generator per image; ``randn(*shape)`` returns a (B, *shape) tensor, row i from image i's stream."""
+    """One generator per image; ``randn(*shape)`` returns a (B, *shape) tensor, row i from image i's stream.
 
-    def __init__(self, seed: int = 0, indices: Sequence[int] | int = 1, device: torch.device | str = "cpu"):
+    ``per_image=False`` draws the whole batch from one generator instead: faster for thousands of tiny
+    samples (toy problems), but the draws then depend on the batch composition.
+    """
+
+    def __init__(self, seed: int = 0, indices: Sequence[int] | int = 1, device: torch.device | str = "cpu", *,
+                 per_image: bool = True):
         if isinstance(indices, int):
             indices = range(indices)
         self.seed, self.indices, self.device = int(seed), list(indices), torch.device(device)
+        self.per_image = per_image
         self.generators = []
-        for i in self.indices:
+        for i in self.indices if per_image else [2**32 + len(self.indices)]:  # a stream no image uses
             g = torch.Generator(device=self.device)
             g.manual_seed(image_seed(seed, i))
             self.generators.append(g)
 
     def __len__(self) -> int:
-        return len(self.generators)
+        return len(self.indices)
+
+    def _draw(self, fn, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        if not self.per_image:
+            return fn((len(self.indices), *shape), generator=self.generators[0], device=self.device, dtype=dtype)
+        return torch.stack([fn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype)
-                            for g in self.generators])
+        return self._draw(torch.randn, shape, dtype)
 
     def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.stack([torch.rand(shape, generator=g, device=self.device, dtype=dtype)
-                            for g in self.generators])
+        return self._draw(torch.rand, shape, dtype)
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         return self.randn(*x.shape[1:], dtype=x.dtype).to(x.device)
@@ -49,10 +58,12 @@ class ImageRNG:
 
     def split(self, size: int) -> list[ImageRNG]:
         """Consecutive sub-batches sharing these generators (their streams continue where they are)."""
+        if not self.per_image:
+            raise ValueError("a shared-generator ImageRNG cannot be split")
         parts = []
         for start in range(0, len(self), size):
             part = ImageRNG.__new__(ImageRNG)
-            part.seed, part.device = self.seed, self.device
+            part.seed, part.device, part.per_image = self.seed, self.device, True
             part.indices = self.indices[start:start + size]
             part.generators = self.generators[start:start + size]
             parts.append(part)

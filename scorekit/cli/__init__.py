@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ..errors import ScorekitError
-from . import basic, running
+from . import basic, ncsn, running
 
-COMMANDS = [*basic.COMMANDS, *running.COMMANDS]
+COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *ncsn.COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,9 @@ import torch
 from ..denoiser import Denoiser
 from ..rng import ImageRNG
 from .ancestral import sample_ancestral
+from .langevin import sample_langevin
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ancestral": sample_ancestral}
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ancestral": sample_ancestral, "langevin": sample_langevin}
 
 
 def sampling_options(sc) -> dict:
@@ -32,4 +33,4 @@ def sample(denoiser: Denoiser, name: str, shape: tuple[int, ...], rng: ImageRNG,
     return fn(denoiser, shape, rng, **{k: v for k, v in options.items() if k in accepted})
 
 
-__all__ = ["SAMPLERS", "sample", "sampling_options", "sample_ancestral"]
+__all__ = ["SAMPLERS", "sample", "sampling_options", "sample_ancestral", "sample_langevin"]
