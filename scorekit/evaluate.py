@@ -20,27 +20,31 @@ from .samplers import sample, sampling_options
 @torch.no_grad()
 def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256, sampler: str | None = None,
              options: dict | None = None, progress: bool = False, dist: Dist | None = None) -> torch.Tensor:
-    """n images as uint8 (N, C, H, W); image i depends only on (seed, i), whatever the batch size or the
-    number of processes (under torchrun each rank samples a share and the shares are gathered)."""
+    """n images as uint8 (N, C, H, W); image i depends only on (seed, i). The batches [kB, (k+1)B) are the
+    same whatever the number of processes (under torchrun, rank r samples batches r, r + world, ...), so
+    the images are bit-identical with 1 or many processes."""
     cfg = denoiser.config
     name = sampler or cfg.sampling.sampler
     opts = {**sampling_options(cfg.sampling), **(options or {})}
     shape = denoiser.image_shape
     dist = dist or Dist(device=denoiser.device)
-    per_rank = math.ceil(n / dist.world)
-    mine = range(dist.rank * per_rank, min(n, (dist.rank + 1) * per_rank))
+    starts = list(range(0, n, batch_size))
+    mine = starts[dist.rank::dist.world]
     out = []
-    for start in range(mine.start, mine.stop, batch_size):
-        idx = range(start, min(mine.stop, start + batch_size))
-        rng = ImageRNG(seed, idx, denoiser.device)
-        x = sample(denoiser, name, (len(idx), *shape), rng, progress=progress, **opts)
+    for start in mine:
+        idx = range(start, min(n, start + batch_size))
+        x = sample(denoiser, name, (len(idx), *shape), ImageRNG(seed, idx, denoiser.device), progress=progress,
+                   **opts)
         out.append(to_uint8(x, denoiser.data_range))
-    local = torch.cat(out) if out else torch.empty(0, *shape, dtype=torch.uint8)
-    if dist.enabled:  # pad to equal size, gather, trim
-        padded = torch.zeros(per_rank, *shape, dtype=torch.uint8)
-        padded[:len(local)] = local
-        local = dist.gather_cat(padded.to(dist.device)).cpu()[:n]
-    return local
+    if not dist.enabled:
+        return torch.cat(out) if out else torch.empty(0, *shape, dtype=torch.uint8)
+    rounds = math.ceil(len(starts) / dist.world)  # every rank contributes `rounds` padded batches
+    padded = torch.zeros(rounds, batch_size, *shape, dtype=torch.uint8)
+    for k, images in enumerate(out):
+        padded[k, :len(images)] = images
+    gathered = dist.gather_cat(padded.to(dist.device)).cpu().reshape(dist.world, rounds, batch_size, *shape)
+    batches = [gathered[k % dist.world, k // dist.world] for k in range(len(starts))]
+    return torch.cat([b[:min(batch_size, n - s)] for b, s in zip(batches, starts)])
 
 
 def write_samples(folder: str | Path, images: torch.Tensor, grid_max: int = 256) -> dict[str, str]:

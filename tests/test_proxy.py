@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from scorekit.data import digits
-from scorekit.metrics.proxy import features_and_probs, inception_score, proxy_metrics, trained_classifier
+from scorekit.metrics.proxy import features_and_probs, proxy_metrics, trained_classifier
+from scorekit.metrics.scores import inception_score
 
 
 def test_classifier_is_accurate_and_deterministic():
@@ -33,7 +34,7 @@ def test_proxy_fd_grows_with_noise_and_with_dropped_classes():
 
 
 def test_inception_score_of_uniform_and_one_hot_predictions():
-    assert inception_score(np.full((50, 10), 0.1))[0] == pytest.approx(1.0)
+    assert inception_score(np.full((50, 10), 0.1), 1)[0] == pytest.approx(1.0)
     one_hot = np.eye(10)[np.arange(100) % 10]
-    assert inception_score(one_hot)[0] == pytest.approx(10.0)
+    assert inception_score(one_hot, 1)[0] == pytest.approx(10.0)
     assert inception_score(one_hot, splits=10)[1] == pytest.approx(0.0)

@@ -9,34 +9,6 @@ from pathlib import Path
 from ..errors import ScorekitError
 
 
-def _training_images(source: str, resolution: int | None, channels: int | None, max_images: int):
-    """uint8 training images of a preset / config's data, or of a folder, zip or CIFAR-10 folder."""
-    from ..config import ConfigError, DataConfig, load_config
-    from ..data import build_source
-
-    path = Path(source)
-    cfg = None
-    if source == "digits":
-        data = DataConfig(dataset="digits")
-    elif path.exists() and path.suffix not in (".yaml", ".yml"):
-        kind = "cifar10" if (path / "data_batch_1").is_file() else ("zip" if path.is_file() else "folder")
-        if kind != "cifar10" and not resolution:
-            raise ScorekitError(f"{path}: give --resolution for a folder or zip of images")
-        data = DataConfig(dataset=kind, path=str(path), resolution=resolution or 32, channels=channels or 3)
-    else:
-        try:
-            cfg = load_config(source)
-        except ConfigError as e:
-            raise ScorekitError(f"{source}: not a preset, config or data path ({e})") from None
-        data = cfg.data
-    src = build_source(data)
-    n = len(src) if max_images <= 0 else min(max_images, len(src))
-    import torch
-
-    images = src.images[:n] if src.images is not None else torch.stack([src[i] for i in range(n)])
-    return images, cfg, data
-
-
 def cmd_plan_noise(args: argparse.Namespace) -> int:
     """NCSNv2's techniques on a dataset in [0, 1]: sigma_1 = the largest distance between two training
     images (technique 1, exact, in blocks), the number of geometric levels L from the ratio gamma that
@@ -46,14 +18,21 @@ def cmd_plan_noise(args: argparse.Namespace) -> int:
     DATA is `digits`, a preset or YAML config (its data section), or a folder / zip / CIFAR-10 folder.
     --write saves the config of DATA with the planned process and sampling values.
     """
+    from ..config import ConfigError, load_config
+    from ..data.resolve import load_images
     from ..techniques import plan_noise
 
-    images, cfg, data = _training_images(args.data, args.resolution, args.channels, args.max_images)
+    images, described = load_images(args.data, resolution=args.resolution, channels=args.channels,
+                                    max_images=args.max_images)
+    try:
+        cfg = load_config(args.data) if not Path(args.data).is_dir() and args.data != "digits" else None
+    except ConfigError:
+        cfg = None
     plan = plan_noise(images.double() / 255.0, sigma_end=args.sigma_end, n_steps_each=args.steps_per_level)
     if args.json:
         print(json.dumps({"images": len(images), **plan.as_dict()}, indent=2))
     else:
-        print(f"data: {data.dataset} {data.path or ''} ({len(images)} images, D = {plan.dim})")
+        print(f"data: {described}, D = {plan.dim}")
         print(f"technique 1: sigma_1 = largest pairwise distance = {plan.sigma_begin:.4f}")
         print(f"technique 2: gamma = {plan.gamma:.5f} (expression {plan.technique2:.3f}, target 0.5): "
               f"L = {plan.num_levels} levels from {plan.sigma_begin:.4g} to {plan.sigma_end:g}")

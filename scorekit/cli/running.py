@@ -90,7 +90,7 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
     _common_run_args(p)
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--steps", type=int, default=0, help="sampler steps (default: the sampler's own)")
     p.add_argument("--sampler", help="sampler name (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="base seed; image i uses (seed, i)")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .frechet import feature_stats, frechet_distance
+from .scores import inception_score
 
 
 class DigitsClassifier(nn.Module):
@@ -72,16 +73,6 @@ def features_and_probs(u8: torch.Tensor, net: DigitsClassifier | None = None) ->
     return np.concatenate(feats), np.concatenate(probs)
 
 
-def inception_score(probs: np.ndarray, splits: int = 1) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` equal parts."""
-    scores = []
-    for part in np.array_split(np.asarray(probs, np.float64), splits):
-        py = part.mean(0, keepdims=True)
-        kl = (part * (np.log(np.clip(part, 1e-30, None)) - np.log(np.clip(py, 1e-30, None)))).sum(1)
-        scores.append(float(np.exp(kl.mean())))
-    return float(np.mean(scores)), float(np.std(scores))
-
-
 def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0) -> dict[str, float]:
     """Proxy FD of the samples against the test digits, the real-vs-real floor at the same N (that many
     training digits against the test digits) and the IS analogue of samples and of real digits."""
@@ -96,5 +87,5 @@ def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0) -> dict[str, fl
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(floor_seed))[:n]
     f_r, p_r = features_and_probs(train.images[idx])
     floor = frechet_distance(*feature_stats(f_r), mu_t, s_t)
-    return {"proxy_fd": fd, "proxy_fd_floor": floor, "proxy_is": inception_score(p_s)[0],
-            "proxy_is_real": inception_score(p_r)[0], "n": int(len(samples_u8))}
+    return {"proxy_fd": fd, "proxy_fd_floor": floor, "proxy_is": inception_score(p_s, 1)[0],
+            "proxy_is_real": inception_score(p_r, 1)[0], "n": int(len(samples_u8))}

@@ -25,12 +25,16 @@ def sampling_options(sc) -> dict:
             "step_lr": sc.step_lr, "denoise": sc.denoise}
 
 
-def sample(denoiser: Denoiser, name: str, shape: tuple[int, ...], rng: ImageRNG, **options) -> torch.Tensor:
+def accepted_options(name: str, options: dict) -> dict:
+    """The subset of ``options`` that sampler ``name`` takes."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    fn = SAMPLERS[name]
-    accepted = inspect.signature(fn).parameters
-    return fn(denoiser, shape, rng, **{k: v for k, v in options.items() if k in accepted})
+    params = inspect.signature(SAMPLERS[name]).parameters
+    return {k: v for k, v in options.items() if k in params}
 
 
-__all__ = ["SAMPLERS", "sample", "sampling_options", "sample_ancestral", "sample_langevin"]
+def sample(denoiser: Denoiser, name: str, shape: tuple[int, ...], rng: ImageRNG, **options) -> torch.Tensor:
+    return SAMPLERS[name](denoiser, shape, rng, **accepted_options(name, options))
+
+
+__all__ = ["SAMPLERS", "accepted_options", "sample", "sampling_options", "sample_ancestral", "sample_langevin"]

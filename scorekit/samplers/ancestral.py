@@ -18,14 +18,15 @@ from .common import progress_bar, respace
 @torch.no_grad()
 def sample_ancestral(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = None,
                      variance: Variance | str | None = None, clip_denoised: bool = True,
-                     x_T: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
-                     progress: bool = False) -> torch.Tensor:
+                     x_T: torch.Tensor | None = None, start: int | None = None,
+                     callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """x_T ~ N(0, prior_std^2 I); for t = T..1: x_{t-1} = mu_theta(x_t, t) + sigma_t z (z = 0 at the last step).
 
     ``steps`` < T runs on an evenly respaced subsequence of the levels (improved DDPM);
     ``variance`` overrides the model's (fixedlarge / fixedsmall); ``clip_denoised`` clips the
     predicted x0 to the data range before taking the posterior mean (the authors' default);
-    ``callback`` receives {i, t, x, x0} after every step (progressive generation).
+    ``callback`` receives {i, t, x, x0} after every step (progressive generation). ``start`` begins the
+    chain at that level with ``x_T`` as x_start (decoding a latent, as in the paper's interpolations).
     """
     if shape[0] != len(rng):
         raise ValueError(f"batch size {shape[0]} does not match the {len(rng)} per-image generators")
@@ -33,7 +34,10 @@ def sample_ancestral(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, 
     process = denoiser.process
     device = denoiser.device
     x = (rng.randn(*shape[1:]) * process.prior_std).to(device) if x_T is None else x_T.to(device)
-    levels = list(range(process.num_levels - 1, -1, -1))
+    first = process.num_levels - 1 if start is None else start
+    if not 0 <= first < process.num_levels:
+        raise ValueError(f"start level {first} outside 0..{process.num_levels - 1}")
+    levels = list(range(first, -1, -1))
     for i, t in enumerate(progress_bar(levels, progress, "ancestral")):
         tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
         mean, log_var, x0 = denoiser.p_mean_variance(x, tt, clip=clip_denoised, variance=variance)

@@ -1,0 +1,86 @@
+"""Feature extractors behind one interface: uint8 (N, C, H, W) in, float64 features and logits out."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import ScorekitError
+
+EXTRACTORS = ("auto", "inception", "digits-proxy")
+
+
+class Extractor:
+    """``extractor(images_u8) -> (features (N, D), logits (N, K))``; ``info`` describes it for protocols."""
+
+    name = "?"
+
+    def __init__(self, batch_size: int = 200):
+        self.batch_size = batch_size
+        self.info: dict = {"name": self.name}
+
+    def _forward(self, u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        feats, logits = [], []
+        for i in range(0, len(images), self.batch_size):
+            f, lg = self._forward(images[i:i + self.batch_size])
+            feats.append(f.double().cpu().numpy())
+            logits.append(lg.double().cpu().numpy())
+        return np.concatenate(feats), np.concatenate(logits)
+
+
+class DigitsProxy(Extractor):
+    """The digits classifier of :mod:`scorekit.metrics.proxy`: 128-d features, 10 logits, 8x8 grey."""
+
+    name = "digits-proxy"
+
+    def __init__(self, batch_size: int = 1024):
+        super().__init__(batch_size)
+        from .proxy import trained_classifier
+
+        self.net = trained_classifier()
+        self.info.update(dim=128, classes=10, resize="none (8x8 grey digits)",
+                         weights="trained deterministically on the digits training split (seed 0)")
+
+    def _forward(self, u8):
+        if u8.shape[1:] != (1, 8, 8):
+            raise ScorekitError(f"the digits proxy takes 8x8 grey images, got {tuple(u8.shape[1:])}")
+        h = self.net.features(u8.cpu())
+        return h, self.net.head(h)
+
+
+class Inception(Extractor):
+    """TF Inception-v3 2015-12-05: pool3 (2048-d) and the 1008 logits without bias; grey images are
+    repeated to RGB."""
+
+    name = "inception-v3-tf-2015-12-05"
+
+    def __init__(self, weights: str | None = None, device: str | torch.device = "cpu", batch_size: int = 200):
+        super().__init__(batch_size)
+        from .inception import load_inception
+
+        self.device = torch.device(device)
+        self.net, digest = load_inception(weights, self.device)
+        self.info.update(dim=2048, classes=1008, resize="tf1-bilinear to 299", weights_sha256=digest)
+
+    def _forward(self, u8):
+        if u8.shape[1] == 1:
+            u8 = u8.expand(-1, 3, -1, -1)
+        return self.net(u8.to(self.device))
+
+
+def get_extractor(name: str = "auto", *, images_shape: tuple[int, ...] | None = None, weights: str | None = None,
+                  device: str | torch.device = "cpu") -> Extractor:
+    """``auto``: the digits proxy for 8x8 grey images, Inception otherwise."""
+    if name == "auto":
+        name = "digits-proxy" if images_shape is not None and tuple(images_shape) == (1, 8, 8) else "inception"
+    if name == "digits-proxy":
+        return DigitsProxy()
+    if name == "inception":
+        return Inception(weights, device)
+    raise ScorekitError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")

@@ -1,0 +1,131 @@
+"""Sample quality the way the papers measured it: FID, IS, KID and precision/recall against a reference,
+with the whole protocol recorded (evaluation.md), and the papers' checkpoint selection."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ScorekitError
+from .metrics.extractors import Extractor
+from .metrics.frechet import feature_stats, frechet_distance, load_stats
+from .metrics.scores import inception_score, kid, precision_recall, softmax
+
+METRICS = ("fid", "is", "kid", "pr")
+KID_SUBSETS, KID_SUBSET_SIZE, KID_SEED, PR_K = 100, 1000, 0, 3  # Binkowski et al.; Kynkaanniemi et al.
+
+
+@dataclass
+class Reference:
+    description: str
+    n: int
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray | None = None  # needed by KID and precision/recall
+
+
+def reference_from(spec: str, extractor: Extractor, *, split: str = "train", resolution: int | None = None,
+                   channels: int | None = None, max_images: int = 0) -> Reference:
+    """A statistics file (.npz with mu, sigma: FID only) or DATA (features of its images: every metric)."""
+    if spec.endswith(".npz"):
+        mu, sigma = load_stats(spec)
+        with np.load(spec, allow_pickle=False) as f:
+            n = int(f["n"]) if "n" in f else -1
+            made_with = str(f["extractor"]) if "extractor" in f else None
+        if made_with is not None and made_with != extractor.name:
+            raise ScorekitError(f"{spec}: statistics of {made_with}, but the evaluation uses {extractor.name}")
+        return Reference(f"statistics {spec}", n, mu, sigma)
+    from .data.resolve import load_images
+
+    images, described = load_images(spec, split=split, resolution=resolution, channels=channels,
+                                     max_images=max_images)
+    feats, _ = extractor(images)
+    mu, sigma = feature_stats(feats)
+    return Reference(described, len(feats), mu, sigma, feats)
+
+
+def compute_metrics(features: np.ndarray, logits: np.ndarray, ref: Reference, metrics: list[str], *,
+                    is_splits: int = 10) -> dict:
+    out: dict = {}
+    for m in metrics:
+        if m not in METRICS:
+            raise ScorekitError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+        if m in ("kid", "pr") and ref.features is None:
+            raise ScorekitError(f"{m} needs the reference images' features: pass --ref DATA, not a statistics file")
+    if "fid" in metrics:
+        out["fid"] = frechet_distance(*feature_stats(features), ref.mu, ref.sigma)
+    if "is" in metrics:
+        out["is"], out["is_std"] = inception_score(softmax(logits), is_splits)
+    if "kid" in metrics:
+        out["kid"], out["kid_std"] = kid(ref.features, features, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE,
+                                         seed=KID_SEED)
+    if "pr" in metrics:
+        out["precision"], out["recall"] = precision_recall(ref.features, features, PR_K)
+    return out
+
+
+def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor, metrics: list[str], seed: int = 0,
+                      batch_size: int = 256, sampler: str | None = None, steps: int | None = None,
+                      is_splits: int = 10, checkpoint: str | None = None, dist=None, progress: bool = False) -> dict:
+    """Sample n images (sharded over processes), extract features, compute the metrics; return the
+    metrics with the full protocol. Every process returns the same dictionary."""
+    from . import __version__
+    from .evaluate import generate
+
+    cfg = denoiser.config
+    options = {"steps": steps} if steps else {}
+    images = generate(denoiser, n, seed=seed, batch_size=batch_size, sampler=sampler, options=options,
+                      progress=progress, dist=dist)
+    feats, logits = extractor(images)
+    values = compute_metrics(feats, logits, ref, metrics, is_splits=is_splits)
+    from .samplers import accepted_options, sampling_options
+
+    name = sampler or cfg.sampling.sampler
+    sampling = {k: v for k, v in accepted_options(name, sampling_options(cfg.sampling)).items() if k != "steps"}
+    return {
+        "metrics": values,
+        "protocol": {
+            "n": n, "seed": seed, "per_image_seed": "image i uses SeedSequence([seed, i])",
+            "reference": {"description": ref.description, "n": ref.n},
+            "extractor": extractor.info, "is_splits": is_splits if "is" in metrics else None,
+            "kid": {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, len(ref.features)), "seed": KID_SEED,
+                    "kernel": "(x.y/d + 1)^3"} if "kid" in metrics else None,
+            "pr": {"k": PR_K} if "pr" in metrics else None,
+            "sampler": name, "steps": steps or cfg.sampling.steps or "sampler default",
+            "sampler_options": sampling, "checkpoint": checkpoint, "checkpoint_step": getattr(denoiser,
+                                                                                            "checkpoint_step", None),
+            "ema": getattr(denoiser, "uses_ema", None), "processes": dist.world if dist is not None else 1,
+            "batch_size": batch_size, "scorekit": __version__, "torch": torch.__version__,
+            "date": datetime.date.today().isoformat(),
+        },
+    }
+
+
+def write_sweep(folder: Path, rows: list[dict], metric: str) -> dict:
+    """CSV of every checkpoint's metrics and a PNG of ``metric`` against the step with the best marked."""
+    from .images import atomic_write_bytes
+    from .plots import figure
+
+    keys = ["step"] + sorted({k for r in rows for k in r if k != "step"})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(folder / "checkpoints.csv", buf.getvalue().encode())
+    higher_better = metric in ("is", "precision", "recall")
+    valid = [r for r in rows if metric in r and math.isfinite(r[metric])]
+    best = (max if higher_better else min)(valid, key=lambda r: r[metric])
+    with figure(folder / "checkpoints.png", size=(7, 4)) as ax:
+        ax.plot([r["step"] for r in valid], [r[metric] for r in valid], "o-")
+        ax.plot([best["step"]], [best[metric]], "r*", markersize=16, label=f"best: step {best['step']}")
+        ax.set(xlabel="training step", ylabel=metric.upper(), title=f"{metric.upper()} against the training step")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return best
