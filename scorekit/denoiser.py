@@ -60,6 +60,16 @@ class Denoiser(nn.Module):
         # For a respaced denoiser: level t of ``process`` is level timestep_map[t] of the trained one.
         self.timestep_map = timestep_map
         self._label_process = process
+        self._nfe = [0]  # network evaluations (batched calls); shared with respaced views of this model
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations (batched calls) so far, including those of respaced views."""
+        return self._nfe[0]
+
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self._nfe[0] = value
 
     @property
     def device(self) -> torch.device:
@@ -94,11 +104,14 @@ class Denoiser(nn.Module):
                      variance=self.variance, data_range=self.data_range, image_shape=self.image_shape,
                      timestep_map=base.double())
         d._label_process = self._label_process
+        d._nfe = self._nfe
+        d.config = getattr(self, "config", None)
         return d
 
     def raw(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
+        self._nfe[0] += 1
         return self.net(x_t, self.net_label(t).to(x_t.device))
 
     # ----- discrete view ------------------------------------------------------------------------------

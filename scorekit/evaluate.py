@@ -56,27 +56,46 @@ def write_samples(folder: str | Path, images: torch.Tensor, grid_max: int = 256)
     return {"grid": str(grid), "images": str(folder / "images"), "npz": str(folder / "samples.npz")}
 
 
-@torch.no_grad()
 def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: int = 0, batch_size: int = 100,
-                 data=None, progress: bool = False) -> dict[str, float]:
-    """DDPM's variational bound in bits/dim averaged over ``n`` images of a data split (0 = all)."""
+                 data=None, method: str = "vlb", progress: bool = False, dist: Dist | None = None,
+                 **ode_options) -> dict:
+    """Bits/dim averaged over ``n`` images of a data split (0 = all): DDPM's variational bound
+    (``method="vlb"``, VP models) or the probability-flow ODE likelihood (``method="ode"``, any model).
+    Image i uses the generator (seed, i), so the result does not depend on batching or processes
+    (under torchrun each process takes every world-th batch; the totals are gathered)."""
     from .data.pipeline import preprocess
+    from .likelihood import ode_bpd
 
     source = build_source(data or denoiser.config.data, split)
     n = len(source) if n <= 0 else min(n, len(source))
-    totals, priors, decoders = [], [], []
-    for start in range(0, n, batch_size):
+    dist = dist or Dist(device=denoiser.device)
+    totals = torch.zeros(n, dtype=torch.float64)
+    extra = {"prior_bpd": torch.zeros(n, dtype=torch.float64), "decoder_bpd": torch.zeros(n, dtype=torch.float64)}
+    nfe = 0
+    for start in list(range(0, n, batch_size))[dist.rank::dist.world]:
         idx = list(range(start, min(n, start + batch_size)))
         u8 = torch.stack([source[i] for i in idx])
-        x0 = preprocess(u8, denoiser.data_range).to(denoiser.device)
-        out = vlb_bpd(denoiser, x0, ImageRNG(seed, idx, denoiser.device), progress=progress)
-        totals.append(out["total"].cpu())
-        priors.append(out["prior"].cpu())
-        decoders.append(out["terms"][:, 0].cpu())
-    total = torch.cat(totals).numpy()
-    return {"bpd": float(total.mean()), "bpd_sem": float(total.std(ddof=1) / np.sqrt(len(total))) if n > 1 else 0.0,
-            "prior_bpd": float(torch.cat(priors).mean()), "decoder_bpd": float(torch.cat(decoders).mean()),
-            "n": n, "split": split}
+        rng = ImageRNG(seed, idx, denoiser.device)
+        if method == "ode":
+            out = ode_bpd(denoiser, u8.to(denoiser.device), rng, **ode_options)
+            totals[idx] = out["bpd"].cpu().double()
+            nfe += int(out["nfe"])
+        else:
+            out = vlb_bpd(denoiser, preprocess(u8, denoiser.data_range).to(denoiser.device), rng, progress=progress)
+            totals[idx] = out["total"].cpu()
+            extra["prior_bpd"][idx] = out["prior"].cpu().double()
+            extra["decoder_bpd"][idx] = out["terms"][:, 0].cpu()
+    if dist.enabled:
+        totals = dist.sum(totals.to(dist.device)).cpu()
+        extra = {k: dist.sum(v.to(dist.device)).cpu() for k, v in extra.items()}
+    total = totals.numpy()
+    res = {"bpd": float(total.mean()), "bpd_sem": float(total.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+           "n": n, "split": split, "method": method}
+    if method == "ode":
+        res.update(nfe_per_batch=nfe, **{k: v for k, v in ode_options.items()})
+    else:
+        res.update({k: float(v.mean()) for k, v in extra.items()})
+    return res
 
 
 def final_report(denoiser: Denoiser, run, dist: Dist | None = None) -> dict:

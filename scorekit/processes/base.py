@@ -41,6 +41,7 @@ class DiscreteProcess:
 
     kind: str = "?"
     prior_std: float = 1.0  # std of the prior p(x_{N-1}) in x-space
+    prior_data_variance: float = 0.0  # in sigma-space the prior of x0 + sigma eps is N(0, sigma^2 + this)
 
     def __init__(self, *, a: Tensor, s: Tensor, posterior_mean_coef1: Tensor, posterior_mean_coef2: Tensor,
                  posterior_variance: Tensor, step_variance: Tensor):
@@ -65,6 +66,11 @@ class DiscreteProcess:
         # DDPM's 'fixedlarge' reverse variance is the step variance (beta_t), with the same clip at t = 0
         # "to get a better decoder log likelihood" (authors' p_mean_variance).
         self.large_log_variance = torch.cat([pv[1:2], step_variance[1:]]).log() if n > 1 else step_variance.log()
+        # The score-SDE paper's discretised reverse SDE (its ReverseDiffusionPredictor) at level t:
+        # x <- reverse_scale * x + step_variance * score + sqrt(step_variance) z; and its Langevin corrector's
+        # alpha_t. VP: 2 - sqrt(1 - beta_t) and 1 - beta_t; VE: 1 and 1 (set by the subclasses).
+        self.reverse_scale = torch.ones_like(step_variance)
+        self.corrector_alpha = torch.ones_like(step_variance)
 
     def net_label(self, t: Tensor) -> Tensor:
         """The conditioning input a network of this process receives at level t (here: t itself)."""

@@ -58,6 +58,7 @@ class VPProcess(DiscreteProcess):
 
     kind = "vp"
     prior_std = 1.0
+    prior_data_variance = 1.0  # x_t ~ N(0, I) means x_t / a ~ N(0, 1 + sigma^2)
 
     def __init__(self, betas: torch.Tensor):
         betas = torch.as_tensor(betas, dtype=torch.float64)
@@ -77,6 +78,8 @@ class VPProcess(DiscreteProcess):
             posterior_variance=betas * (1.0 - ab_prev) / (1.0 - ab),
             step_variance=betas.clone(),
         )
+        self.reverse_scale = 2.0 - self.alphas.sqrt()
+        self.corrector_alpha = self.alphas.clone()
 
     @classmethod
     def from_schedule(cls, name: str = "linear", T: int = 1000, beta_start: float = 1e-4,

@@ -14,9 +14,20 @@ import torch
 from ..denoiser import Denoiser
 from ..rng import ImageRNG
 from .ancestral import sample_ancestral
-from .langevin import sample_langevin
+from .langevin import sample_langevin, sample_pc
+from .ode import sample_ddim, sample_dpm2m, sample_euler, sample_euler_ancestral, sample_heun, sample_rk45
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ancestral": sample_ancestral, "langevin": sample_langevin}
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ancestral": sample_ancestral,  # DDPM Algorithm 2
+    "langevin": sample_langevin,  # NCSN Algorithm 1 (+ NCSNv2's denoising step)
+    "ddim": sample_ddim,
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "rk45": sample_rk45,
+    "dpm2m": sample_dpm2m,
+    "pc": sample_pc,
+    "euler_ancestral": sample_euler_ancestral,
+}
 
 
 def sampling_options(sc) -> dict:
@@ -37,4 +48,4 @@ def sample(denoiser: Denoiser, name: str, shape: tuple[int, ...], rng: ImageRNG,
     return SAMPLERS[name](denoiser, shape, rng, **accepted_options(name, options))
 
 
-__all__ = ["SAMPLERS", "accepted_options", "sample", "sampling_options", "sample_ancestral", "sample_langevin"]
+__all__ = ["SAMPLERS", "accepted_options", "sample", "sampling_options", *[f.__name__ for f in SAMPLERS.values()]]

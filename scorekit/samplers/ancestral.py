@@ -12,7 +12,7 @@ import torch
 
 from ..denoiser import Denoiser, Variance
 from ..rng import ImageRNG
-from .common import progress_bar, respace
+from .common import prior_x, progress_bar, respace
 
 
 @torch.no_grad()
@@ -20,7 +20,7 @@ def sample_ancestral(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, 
                      variance: Variance | str | None = None, clip_denoised: bool = True,
                      x_T: torch.Tensor | None = None, start: int | None = None,
                      callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
-    """x_T ~ N(0, prior_std^2 I); for t = T..1: x_{t-1} = mu_theta(x_t, t) + sigma_t z (z = 0 at the last step).
+    """x_T ~ the prior (VP: N(0, I); VE: N(0, sigma_max^2 I)); for t = T..1: x_{t-1} = mu_theta(x_t, t) + sigma_t z (z = 0 at the last step).
 
     ``steps`` < T runs on an evenly respaced subsequence of the levels (improved DDPM);
     ``variance`` overrides the model's (fixedlarge / fixedsmall); ``clip_denoised`` clips the
@@ -33,8 +33,8 @@ def sample_ancestral(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, 
     denoiser = respace(denoiser, steps)
     process = denoiser.process
     device = denoiser.device
-    x = (rng.randn(*shape[1:]) * process.prior_std).to(device) if x_T is None else x_T.to(device)
     first = process.num_levels - 1 if start is None else start
+    x = prior_x(denoiser, shape, rng, first) if x_T is None else x_T.to(device)
     if not 0 <= first < process.num_levels:
         raise ValueError(f"start level {first} outside 0..{process.num_levels - 1}")
     levels = list(range(first, -1, -1))

@@ -114,3 +114,48 @@ def sample_langevin_interpolation(denoiser: Denoiser, rows: int, n_interpolation
     if denoise:
         x = x + sigma_L**2 * _score_hat(denoiser, x, 0)
     return x
+
+
+@torch.no_grad()
+def sample_pc(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = None,
+              snr: float = 0.16, n_corrector: int = 1, norms: str = "batch", denoise: bool = True,
+              callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
+    """Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3) on the model's levels: at each level
+    ``n_corrector`` Langevin corrector steps of size eps = 2 alpha_t (snr ||z|| / ||s||)^2, then the
+    reverse-diffusion predictor x <- reverse_scale x + step_var * s + sqrt(step_var) z (VE:
+    sigma_t^2 - sigma_{t-1}^2; VP: beta_t). ``denoise`` returns the last predictor mean; ``steps`` respaces
+    the levels.
+
+    ``norms="batch"`` averages ||z|| and ||s|| over the batch, as the authors' code does; a sample then
+    depends on its batch through those two numbers. ``norms="image"`` uses each image's own norms (the
+    algorithm as the paper writes it, independent of the batch), which is unstable in very few
+    dimensions, where ||s|| can be near 0.
+    """
+    from .common import prior_x, respace
+
+    if shape[0] != len(rng):
+        raise ValueError(f"batch size {shape[0]} does not match the {len(rng)} per-image generators")
+    if norms not in ("batch", "image"):
+        raise ValueError(f"norms must be batch or image, got {norms!r}")
+    denoiser = respace(denoiser, steps)
+    process = denoiser.process
+    x = prior_x(denoiser, shape, rng, process.num_levels - 1)
+    x_mean = x
+    B = shape[0]
+    for i, t in enumerate(progress_bar(range(process.num_levels - 1, -1, -1), progress, "pc")):
+        tt = torch.full((B,), t, dtype=torch.long, device=x.device)
+        for _ in range(n_corrector):
+            grad = denoiser.score(x, tt)
+            z = rng.randn_like(x)
+            zn, gn = z.flatten(1).norm(dim=1), grad.flatten(1).norm(dim=1)
+            if norms == "batch":
+                zn, gn = zn.mean().expand_as(zn), gn.mean().expand_as(gn)
+            ratio = zn / gn.clamp_min(1e-30)
+            step = expand_like(2 * float(process.corrector_alpha[t]) * (snr * ratio) ** 2, x)
+            x = x + step * grad + (2 * step).sqrt() * z
+        var = float(process.step_variance[t])
+        x_mean = float(process.reverse_scale[t]) * x + var * denoiser.score(x, tt)
+        x = x_mean + math.sqrt(var) * rng.randn_like(x)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x_mean": x_mean})
+    return x_mean if denoise else x
