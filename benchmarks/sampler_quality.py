@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, write_json  # noqa: E402
-
 import torch  # noqa: E402
+from _common import environment, write_json  # noqa: E402
 
 from scorekit.images import to_uint8  # noqa: E402
 from scorekit.metrics.proxy import proxy_metrics  # noqa: E402

@@ -96,7 +96,7 @@ def test_ddim_eta1_on_all_levels_is_the_ancestral_sampler_with_fixedsmall():
 def test_ddim_timesteps_as_in_the_ddim_code():
     assert ddim_timesteps(1000, 50)[:3] == [0, 20, 40] and len(ddim_timesteps(1000, 50)) == 50
     quad = ddim_timesteps(1000, 10, "quad")
-    assert quad[0] == 0 and quad[-1] == int(800) and len(quad) == 10
+    assert quad[0] == 0 and quad[-1] == 800 and len(quad) == 10
 
 
 @pytest.mark.parametrize("kind", ["vp", "ve"])

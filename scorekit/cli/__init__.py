@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ..errors import ScorekitError
-from . import basic, evaluation, ncsn, running
+from . import basic, evaluation, interop, ncsn, running
 
-COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *evaluation.COMMANDS, *ncsn.COMMANDS]
+COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *evaluation.COMMANDS, *ncsn.COMMANDS, *interop.COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,8 @@ def sample_ancestral(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, 
                      variance: Variance | str | None = None, clip_denoised: bool = True,
                      x_T: torch.Tensor | None = None, start: int | None = None,
                      callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
-    """x_T ~ the prior (VP: N(0, I); VE: N(0, sigma_max^2 I)); for t = T..1: x_{t-1} = mu_theta(x_t, t) + sigma_t z (z = 0 at the last step).
+    """x_T ~ the prior (VP: N(0, I); VE: N(0, sigma_max^2 I)); for t = T..1:
+    x_{t-1} = mu_theta(x_t, t) + sigma_t z (z = 0 at the last step).
 
     ``steps`` < T runs on an evenly respaced subsequence of the levels (improved DDPM);
     ``variance`` overrides the model's (fixedlarge / fixedsmall); ``clip_denoised`` clips the

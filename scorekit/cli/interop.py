@@ -1,0 +1,65 @@
+"""`scorekit convert` (diffusers, pytorch-diffusion, ncsnv2 checkpoints to runs) and `scorekit export`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Turn published weights into a scorekit run that samples and evaluates like any other. Nothing in
+    the files is executed: safetensors and JSON are read as data, torch files with weights_only=True.
+
+      diffusers DIR            a diffusers DDPM folder (model_index.json, unet/, scheduler/), e.g. the
+                               published google/ddpm-cifar10-32 conversion
+      pytorch-diffusion CKPT   pesser/pytorch_diffusion's port of the authors' DDPM weights (--preset)
+      ncsnv2 CKPT              an ermongroup/ncsnv2 checkpoint (checkpoint.pth; --preset); EMA by default
+    """
+    from ..errors import ScorekitError
+    from ..interop.authors import import_ncsnv2, import_pytorch_diffusion
+    from ..interop.diffusers import import_diffusers
+
+    if args.format == "diffusers":
+        run = import_diffusers(args.source, args.out)
+    else:
+        if not args.preset:
+            raise ScorekitError(f"convert {args.format} needs --preset (e.g. "
+                                f"{'ddpm-cifar10' if args.format == 'pytorch-diffusion' else 'ncsnv2-cifar10'})")
+        if args.format == "pytorch-diffusion":
+            run = import_pytorch_diffusion(args.source, args.preset, args.out)
+        else:
+            run = import_ncsnv2(args.source, args.preset, args.out, ema=not args.no_ema)
+    print(f"converted {args.source} -> {run} (try: scorekit sample {run} --n 16)")
+    return 0
+
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("format", choices=["diffusers", "pytorch-diffusion", "ncsnv2"])
+    p.add_argument("source", metavar="DIR|CKPT")
+    p.add_argument("--out", required=True, metavar="RUN", help="new run directory")
+    p.add_argument("--preset", help="the preset the checkpoint was trained with (authors' formats)")
+    p.add_argument("--no-ema", action="store_true", help="ncsnv2: keep the raw weights, not the EMA ones")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a scorekit DDPM run (its EMA weights) as a diffusers folder that
+    `diffusers.DDPMPipeline.from_pretrained(DIR)` loads."""
+    from ..interop.diffusers import export_diffusers
+    from ..run import load
+
+    out = export_diffusers(load(args.run, ema=not args.no_ema), args.out)
+    print(f"exported {args.run} -> {out} (diffusers.DDPMPipeline.from_pretrained('{out}'))")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("format", choices=["diffusers"])
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-ema", action="store_true")
+
+
+COMMANDS = [
+    ("convert", "import published weights (diffusers, pytorch-diffusion, ncsnv2) as a run", _convert_args,
+     cmd_convert),
+    ("export", "export a DDPM run to a diffusers folder", _export_args, cmd_export),
+]
