@@ -23,7 +23,7 @@ from scorekit.images import to_uint8  # noqa: E402
 from scorekit.metrics.proxy import proxy_metrics  # noqa: E402
 from scorekit.rng import ImageRNG  # noqa: E402
 from scorekit.run import RunDir, load  # noqa: E402
-from scorekit.samplers import sample  # noqa: E402
+from scorekit.samplers import accepted_options, sample, sampling_options  # noqa: E402
 
 BUDGETS = (10, 20, 50, 100)
 
@@ -42,13 +42,16 @@ def plan(name: str, nfe: int, levels: int) -> dict | None:
 
 
 def evaluate(denoiser, name: str, options: dict, n: int, seed: int) -> dict:
+    """FD of n samples; the run's sampling settings (x0 clipping, Langevin step size, ...) unless overridden."""
+    options = {**sampling_options(denoiser.config.sampling), **options}
     denoiser.nfe = 0
     t0 = time.perf_counter()
     x = torch.cat([sample(denoiser, name, (len(ix), *denoiser.image_shape), ImageRNG(seed, ix), **options)
                    for ix in (range(s, min(n, s + 250)) for s in range(0, n, 250))])
     nfe = denoiser.nfe // -(-n // 250)  # evaluations per image batch
     m = proxy_metrics(to_uint8(x, denoiser.data_range))
-    return {"sampler": name, "options": options, "nfe": nfe, "proxy_fd": m["proxy_fd"], "floor": m["proxy_fd_floor"],
+    shown = {k: v for k, v in accepted_options(name, options).items() if v is not None}
+    return {"sampler": name, "options": shown, "nfe": nfe, "proxy_fd": m["proxy_fd"], "floor": m["proxy_fd_floor"],
             "proxy_is": m["proxy_is"], "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -80,13 +83,15 @@ def main() -> None:
             "langevin", {"n_steps_each": d.config.sampling.n_steps_each})
         rows.append({**evaluate(d, *reference, args.n, args.seed), "reference": True})
         print(f"{family} reference {rows[-1]}", flush=True)
+        done = [reference]
         for name in ("ancestral", "ddim", "euler", "heun", "dpm2m", "euler_ancestral", "pc", "langevin"):
             for nfe in (*BUDGETS, 1000):
-                if nfe == 1000 and name not in ("pc", "langevin", "ddim"):
+                if nfe == 1000 and name not in ("pc", "langevin"):
                     continue
                 opts = plan(name, nfe, levels)
-                if opts is None or (name, opts) == reference:
+                if opts is None or (name, opts) in done:
                     continue
+                done.append((name, opts))
                 rows.append(evaluate(d, name, opts, args.n, args.seed))
                 print(f"{family} {rows[-1]}", flush=True)
         for tol in (1e-1, 1e-2, 1e-3):

@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.variance": ("fixedlarge", "fixedsmall", "learned_range"),
     "training.loss": ("mse", "kl", "hybrid", "dsm"),
     "training.precision": ("auto", "fp32", "bf16"),
+    "sampling.precision": ("auto", "fp32", "bf16"),
     "sampling.sampler": ("ancestral", "langevin", "ddim", "euler", "heun", "rk45", "dpm2m", "pc",
                          "euler_ancestral"),
 }
@@ -116,6 +117,8 @@ class SamplingConfig:
     num_samples: int = 64  # images written by `scorekit sample` and at the end of training
     batch_size: int = 256
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the network on CUDA) | auto (bf16 on CUDA)
+    compile: bool = False  # torch.compile(mode="reduce-overhead") the network (CUDA graphs), static batch shapes
 
 
 @dataclass

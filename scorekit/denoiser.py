@@ -94,6 +94,16 @@ class Denoiser(nn.Module):
             t = self.process._interp(self.timestep_map.to(self.process.sigmas), t.double())
         return self._label_process.net_label(t.double() if torch.is_floating_point(t) else t).float()
 
+    def with_net(self, net: nn.Module) -> Denoiser:
+        """The same model around another module computing the same function (e.g. a compiled one)."""
+        d = Denoiser(net, self.process, output=self.output, variance=self.variance, data_range=self.data_range,
+                     image_shape=self.image_shape, timestep_map=self.timestep_map)
+        d._label_process, d._nfe = self._label_process, self._nfe
+        for attr in ("config", "checkpoint_step", "uses_ema"):
+            if hasattr(self, attr):
+                setattr(d, attr, getattr(self, attr))
+        return d
+
     def respaced(self, timesteps: torch.Tensor) -> Denoiser:
         """This model on a subsequence of its levels (improved DDPM's respacing); shares the network."""
         timesteps = torch.as_tensor(timesteps, dtype=torch.long)

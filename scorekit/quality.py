@@ -73,7 +73,8 @@ def compute_metrics(features: np.ndarray, logits: np.ndarray, ref: Reference, me
 
 def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor, metrics: list[str], seed: int = 0,
                       batch_size: int = 256, sampler: str | None = None, steps: int | None = None,
-                      is_splits: int = 10, checkpoint: str | None = None, dist=None, progress: bool = False) -> dict:
+                      is_splits: int = 10, checkpoint: str | None = None, dist=None, progress: bool = False,
+                      precision: str | None = None, compile: bool | None = None) -> dict:
     """Sample n images (sharded over processes), extract features, compute the metrics; return the
     metrics with the full protocol. Every process returns the same dictionary."""
     from . import __version__
@@ -82,7 +83,7 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
     cfg = denoiser.config
     options = {"steps": steps} if steps else {}
     images = generate(denoiser, n, seed=seed, batch_size=batch_size, sampler=sampler, options=options,
-                      progress=progress, dist=dist)
+                      progress=progress, dist=dist, precision=precision, compile=compile)
     feats, logits = extractor(images)
     values = compute_metrics(feats, logits, ref, metrics, is_splits=is_splits)
     from .samplers import accepted_options, sampling_options
@@ -102,7 +103,8 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
             "sampler_options": sampling, "checkpoint": checkpoint, "checkpoint_step": getattr(denoiser,
                                                                                             "checkpoint_step", None),
             "ema": getattr(denoiser, "uses_ema", None), "processes": dist.world if dist is not None else 1,
-            "batch_size": batch_size, "scorekit": __version__, "torch": torch.__version__,
+            "batch_size": batch_size, "precision": precision or cfg.sampling.precision,
+            "scorekit": __version__, "torch": torch.__version__,
             "date": datetime.date.today().isoformat(),
         },
     }

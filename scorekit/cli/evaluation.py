@@ -86,7 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         res = evaluate_denoiser(denoiser, n=args.n, ref=ref, extractor=ext, metrics=metrics, seed=args.seed,
                                 batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
                                 is_splits=args.is_splits, checkpoint=str(path), dist=dist,
-                                progress=not args.no_progress and dist.main)
+                                progress=not args.no_progress and dist.main, precision="bf16" if args.bf16 else None,
+                                compile=args.compile or None)
         results.append(res)
         if dist.main:
             values = ", ".join(f"{k} {v:.4g}" for k, v in res["metrics"].items())
@@ -124,6 +125,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device")
     p.add_argument("--no-ema", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="the network under bf16 autocast (CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA graphs on CUDA)")
     _extractor_args(p)
 
 

@@ -67,7 +67,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options = {"steps": args.steps} if args.steps else {}
     t0 = time.perf_counter()
     images = generate(denoiser, args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
-                      options=options, progress=not args.no_progress)
+                      options=options, progress=not args.no_progress, precision="bf16" if args.bf16 else None,
+                      compile=args.compile or None)
     out = Path(args.out or Path(args.run) / "samples" / f"seed{args.seed}")
     summary = {"n": args.n, "seed": args.seed, "sampler": args.sampler or cfg.sampling.sampler,
                "steps": args.steps, "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
@@ -97,6 +98,8 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed; image i uses (seed, i)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/seed<S>)")
+    p.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA graphs on CUDA)")
 
 
 def cmd_bpd(args: argparse.Namespace) -> int:

@@ -1,0 +1,78 @@
+"""The paper configurations the throughput benchmarks measure, built as scorekit networks and, where one
+exists, as diffusers' UNet2DModel with the same configuration."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from scorekit.config import load_config
+from scorekit.factory import build_net
+from scorekit.interop.diffusers_config import unet2d_kwargs
+
+CONFIGS = {"ddpm-cifar10": "DDPM CIFAR-10 U-Net (35.7M)", "ncsnv2-cifar10": "NCSNv2 CIFAR-10 (29.7M)",
+           "ddpm-lsun-church": "DDPM 256x256 U-Net (114M)"}
+
+
+def build_pair(preset: str):
+    """(scorekit net, diffusers net or None, config); diffusers has no RefineNet, so NCSNv2 gets None."""
+    cfg = load_config(preset)
+    ours = build_net(cfg)
+    theirs = None
+    if cfg.model.arch == "unet":
+        try:
+            from diffusers import UNet2DModel
+        except ImportError:
+            UNet2DModel = None
+        if UNet2DModel is not None:
+            m, d = cfg.model, cfg.data
+            theirs = UNet2DModel(**unet2d_kwargs(resolution=d.resolution, in_ch=d.channels, out_ch=d.channels, ch=m.ch,
+                                                 ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                                                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout))
+            assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    return ours, theirs, cfg
+
+
+def call(net, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    out = net(x, t)
+    return out.sample if hasattr(out, "sample") else out
+
+
+def forward_flops(net, cfg) -> float:
+    """FLOPs of one forward pass of one image (matmuls and convolutions, torch's flop counter)."""
+    d = cfg.data
+    x = torch.randn(1, d.channels, d.resolution, d.resolution)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        call(net, x, torch.tensor([10.0]))
+    return float(fc.get_total_flops())
+
+
+def peak_flops(device: torch.device, override_tflops: float | None) -> tuple[float, str]:
+    """The device's peak FLOP/s: given, a datasheet value for known GPUs (bf16 dense), or measured (CPU)."""
+    if override_tflops:
+        return override_tflops * 1e12, "given"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in (("H200", 989.0), ("H100", 989.0), ("A100", 312.0)):
+            if key in name:
+                return tflops * 1e12, f"{key} bf16 dense datasheet"
+        return float("nan"), "unknown GPU"
+    import time
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(4):
+        a @ b
+    return 4 * 2 * 2048**3 / (time.perf_counter() - t0), "measured fp32 matmul"
+
+
+def peak_memory(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return None
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
