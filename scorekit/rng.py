@@ -55,16 +55,3 @@ class ImageRNG:
 
     def rand_like(self, x: torch.Tensor) -> torch.Tensor:
         return self.rand(*x.shape[1:], dtype=x.dtype).to(x.device)
-
-    def split(self, size: int) -> list[ImageRNG]:
-        """Consecutive sub-batches sharing these generators (their streams continue where they are)."""
-        if not self.per_image:
-            raise ValueError("a shared-generator ImageRNG cannot be split")
-        parts = []
-        for start in range(0, len(self), size):
-            part = ImageRNG.__new__(ImageRNG)
-            part.seed, part.device, part.per_image = self.seed, self.device, True
-            part.indices = self.indices[start:start + size]
-            part.generators = self.generators[start:start + size]
-            parts.append(part)
-        return parts

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from scorekit.processes import SCHEDULES, VPSDE, VEProcess, VPProcess, beta_schedule, normal_kl, sigma_ladder
+from scorekit.processes import SCHEDULES, VESDE, VPSDE, VEProcess, VPProcess, beta_schedule, normal_kl, sigma_ladder
 
 
 def linear():
@@ -152,3 +152,14 @@ def test_continuous_vp_sde_is_the_limit_of_ddpm_linear():
     idx = (t * 1000).long() - 1
     assert torch.allclose((a**2).log(), p.alphas_cumprod[idx].log(), rtol=1e-2)
     assert torch.allclose(sde.sigma(t), (1 / a**2 - 1).sqrt())
+
+
+def test_continuous_ve_sde():
+    """sigma(t) = sigma_min (sigma_max / sigma_min)^t and g(t)^2 = d sigma^2 / dt (checked numerically)."""
+    sde = VESDE(0.01, 50.0)
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    assert torch.allclose(sde.sigma(t)[[0, 2]], torch.tensor([0.01, 50.0], dtype=torch.float64))
+    h = 1e-6
+    dsig2 = (sde.sigma(t + h) ** 2 - sde.sigma(t - h) ** 2) / (2 * h)
+    _, g = sde.sde(torch.zeros(3, 1, dtype=torch.float64), t)
+    assert torch.allclose(g**2, dsig2, rtol=1e-5)
