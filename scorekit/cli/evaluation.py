@@ -193,8 +193,6 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     """DDPM: encode two test images to step t with q, mix with lambda from 0 to 1, decode with the reverse
     chain (the paper's Fig. 8), one row per t. NCSN: the authors' interpolation sampler (rows of images
     whose Langevin noise is rotated from one draw to another)."""
-    import torch
-
     from ..data.sources import build_source
     from ..images import from_uint8, save_grid
     from ..run import load
@@ -221,7 +219,6 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
                                           step_lr=d.config.sampling.step_lr, denoise=d.config.sampling.denoise)
         save_grid(out, to_uint8(x, d.data_range), nrow=args.lambdas)
         print(f"{args.rows} rows of {args.lambdas} interpolated samples -> {out}")
-    del torch
     return 0
 
 
