@@ -76,3 +76,55 @@ def peak_memory(device: torch.device) -> float | None:
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def prepared(net, cfg, device: torch.device, batch: int, *, train: bool, channels_last: bool):
+    """The network on ``device`` in train or eval mode (channels-last if asked) and an input batch (x, t)."""
+    net = net.to(device).train(train)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    d = cfg.data
+    x = torch.randn(batch, d.channels, d.resolution, d.resolution, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return net, x
+
+
+def seconds_per_step(step, device: torch.device, steps: int, warmup: int = 1) -> tuple[float, float | None]:
+    """Run ``step`` ``warmup`` times (compilation happens there), then time ``steps`` calls: seconds per call
+    and the peak memory of the timed calls (GiB, CUDA only)."""
+    import time
+
+    from _common import sync
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    reset_peak_memory(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - t0) / steps, peak_memory(device)
+
+
+def benchmark_parser(doc: str, out: str, batch_help: str):
+    """The options every throughput benchmark takes."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, help=batch_help)
+    ap.add_argument("--steps", type=int, help="timed steps (default 20 on CUDA, 3 on the CPU)")
+    ap.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s for the utilisation figure")
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def parse(ap):
+    """Parse the options; return (args, device, on CUDA?, peak FLOP/s, where the peak comes from)."""
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    peak, source = peak_flops(device, args.peak_tflops)
+    return args, device, device.type == "cuda", peak, source

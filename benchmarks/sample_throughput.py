@@ -11,15 +11,13 @@ Writes benchmarks/results/sample_throughput.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _models as bm  # noqa: E402
 import torch  # noqa: E402
-from _common import environment, sync, write_json  # noqa: E402
-from _models import CONFIGS, build_pair, call, forward_flops, peak_flops, peak_memory, reset_peak_memory  # noqa: E402
+from _common import environment, write_json  # noqa: E402
 
 from scorekit.denoiser import Denoiser  # noqa: E402
 from scorekit.factory import build_process  # noqa: E402
@@ -28,68 +26,47 @@ from scorekit.samplers import sample_ancestral  # noqa: E402
 
 
 def bare(net, cfg, device, batch, steps, bf16, channels_last, compile_):
-    net = net.to(device).eval()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net, x = bm.prepared(net, cfg, device, batch, train=False, channels_last=channels_last)
     model = torch.compile(net, mode="reduce-overhead") if compile_ else net
-    d = cfg.data
-    x = torch.randn(batch, d.channels, d.resolution, d.resolution, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     t = torch.full((batch,), 500, device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for _ in range(3 if compile_ else 1):
-            call(model, x, t)
-        sync(device)
-        reset_peak_memory(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            call(model, x, t)
-        sync(device)
-    seconds = (time.perf_counter() - t0) / steps
+
+    def step():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            bm.call(model, x, t)
+
+    seconds, memory = bm.seconds_per_step(step, device, steps, warmup=3 if compile_ else 1)
     net.cpu()
-    return {"image_steps_per_s": batch / seconds, "peak_memory_gib": peak_memory(device)}
+    return {"image_steps_per_s": batch / seconds, "peak_memory_gib": memory}
 
 
 def sampler(net, cfg, device, batch, steps, bf16, channels_last):
-    net = net.to(device).eval()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net, _ = bm.prepared(net, cfg, device, 1, train=False, channels_last=channels_last)
     d = Denoiser(net, build_process(cfg), output=cfg.model.output, variance=cfg.model.variance).to(device)
     shape = (batch, cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        sample_ancestral(d, shape, ImageRNG(0, batch, device), steps=2)
-        sync(device)
-        t0 = time.perf_counter()
-        sample_ancestral(d, shape, ImageRNG(0, batch, device), steps=steps)
-        sync(device)
-    seconds = (time.perf_counter() - t0) / steps
+
+    def run(levels):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            sample_ancestral(d, shape, ImageRNG(0, batch, device), steps=levels)
+
+    seconds, _ = bm.seconds_per_step(lambda: run(steps), device, 1, warmup=0)
     net.cpu()
-    per = batch / seconds
+    per = batch / (seconds / steps)
     return {"image_steps_per_s": per, "projected_50k_x_1000_steps_min": 50_000 * 1000 / per / 60}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch", type=int, help="default 1024 on CUDA (256 for 256x256), 4 on the CPU")
-    ap.add_argument("--steps", type=int, help="timed network calls / sampler levels (default 20 CUDA, 3 CPU)")
+    ap = bm.benchmark_parser(__doc__, "benchmarks/results/sample_throughput.json",
+                             "default 1024 on CUDA (256 for 256x256), 4 on the CPU")
     ap.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead'): CUDA graphs")
-    ap.add_argument("--peak-tflops", type=float)
-    ap.add_argument("--out", default="benchmarks/results/sample_throughput.json")
-    args = ap.parse_args()
-    device = torch.device(args.device)
-    cuda = device.type == "cuda"
-    peak, peak_src = peak_flops(device, args.peak_tflops)
+    args, device, cuda, peak, peak_src = bm.parse(ap)
     results = {}
     for preset in args.configs.split(","):
-        ours, theirs, cfg = build_pair(preset)
-        flops = forward_flops(ours, cfg)
+        ours, theirs, cfg = bm.build_pair(preset)
+        flops = bm.forward_flops(ours, cfg)
         batch = args.batch or ((256 if cfg.data.resolution > 64 else 1024) if cuda else 4)
         steps = args.steps or (20 if cuda else 3)
         opts = dict(bf16=cuda, channels_last=cuda)
-        row = {"description": CONFIGS.get(preset, preset), "batch": batch, "forward_flops_per_image": flops}
+        row = {"description": bm.CONFIGS.get(preset, preset), "batch": batch, "forward_flops_per_image": flops}
         row["scorekit_network"] = bare(ours, cfg, device, batch, steps, compile_=args.compile and cuda, **opts)
         row["scorekit_network"]["peak_fraction"] = row["scorekit_network"]["image_steps_per_s"] * flops / peak
         if theirs is not None:
@@ -97,6 +74,7 @@ def main() -> None:
             row["speedup_vs_diffusers"] = (row["scorekit_network"]["image_steps_per_s"]
                                            / row["diffusers_network"]["image_steps_per_s"])
         if cfg.family == "ddpm":
+            sampler(ours, cfg, device, batch, 2, **opts)  # warm-up
             row["scorekit_ancestral_sampler"] = sampler(ours, cfg, device, batch, steps, **opts)
         results[preset] = row
         msg = f"{preset:18s} batch {batch}: network {row['scorekit_network']['image_steps_per_s']:.1f} image-steps/s"

@@ -12,91 +12,66 @@ writes benchmarks/results/train_throughput.json. On the CPU the defaults are sma
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _models as bm  # noqa: E402
 import torch  # noqa: E402
-from _common import environment, sync, write_json  # noqa: E402
-from _models import CONFIGS, build_pair, call, forward_flops, peak_flops, peak_memory, reset_peak_memory  # noqa: E402
+from _common import environment, write_json  # noqa: E402
 
 
 def time_training(net, cfg, device, batch: int, steps: int, *, bf16: bool, channels_last: bool, compile_: bool):
-    net = net.to(device).train()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net, x = bm.prepared(net, cfg, device, batch, train=True, channels_last=channels_last)
     ema = copy.deepcopy(net).requires_grad_(False)
     params, ema_params = list(net.parameters()), list(ema.parameters())
     opt = torch.optim.Adam(params, lr=1e-4, **({"fused": True} if device.type == "cuda" else {"foreach": True}))
     model = torch.compile(net) if compile_ else net
-    d = cfg.data
-    x = torch.randn(batch, d.channels, d.resolution, d.resolution, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     eps = torch.randn_like(x)
     t = torch.randint(0, 1000, (batch,), device=device)
 
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = call(model, x + eps, t)
+            out = bm.call(model, x + eps, t)
         loss = (out.float() - eps).pow(2).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         torch._foreach_lerp_(ema_params, params, 1e-4)
 
-    for _ in range(3 if compile_ else 1):  # warm-up (and compilation)
-        step()
-    sync(device)
-    reset_peak_memory(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    seconds = (time.perf_counter() - t0) / steps
+    seconds, memory = bm.seconds_per_step(step, device, steps, warmup=3 if compile_ else 1)
     net.cpu()
-    return {"images_per_s": batch / seconds, "step_s": seconds, "peak_memory_gib": peak_memory(device)}
+    return {"images_per_s": batch / seconds, "step_s": seconds, "peak_memory_gib": memory}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch", type=int, help="per-config batch (default: the paper's on CUDA, 2 on the CPU)")
-    ap.add_argument("--steps", type=int, help="timed steps (default 20 on CUDA, 3 on the CPU)")
+    ap = bm.benchmark_parser(__doc__, "benchmarks/results/train_throughput.json",
+                             "per-config batch (default: the paper's on CUDA, 2 on the CPU)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
-    ap.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s for the utilisation figure")
-    ap.add_argument("--out", default="benchmarks/results/train_throughput.json")
-    args = ap.parse_args()
-    device = torch.device(args.device)
-    cuda = device.type == "cuda"
-    peak, peak_src = peak_flops(device, args.peak_tflops)
+    args, device, cuda, peak, peak_src = bm.parse(ap)
     fast = dict(bf16=cuda, channels_last=cuda, compile_=cuda and not args.no_compile)
     results = {}
     for preset in args.configs.split(","):
-        ours, theirs, cfg = build_pair(preset)
-        flops = 3 * forward_flops(ours, cfg)
+        ours, theirs, cfg = bm.build_pair(preset)
+        flops = 3 * bm.forward_flops(ours, cfg)
         batch = args.batch or (cfg.training.batch_size if cuda else 2)
         steps = args.steps or (20 if cuda else 3)
-        row = {"description": CONFIGS.get(preset, preset), "batch": batch, "train_flops_per_image": flops,
+        row = {"description": bm.CONFIGS.get(preset, preset), "batch": batch, "train_flops_per_image": flops,
                "settings": {k.rstrip("_"): v for k, v in fast.items()}}
         torch.manual_seed(0)
-        row["scorekit"] = time_training(ours, cfg, device, batch, steps, **fast)
-        row["scorekit"]["peak_fraction"] = row["scorekit"]["images_per_s"] * flops / peak
-        if theirs is not None:
-            row["diffusers"] = time_training(theirs, cfg, device, batch, steps, **fast)
-            row["diffusers"]["peak_fraction"] = row["diffusers"]["images_per_s"] * flops / peak
-            row["speedup_vs_diffusers"] = row["scorekit"]["images_per_s"] / row["diffusers"]["images_per_s"]
-        results[preset] = row
+        for name, net in (("scorekit", ours), ("diffusers", theirs)):
+            if net is not None:
+                row[name] = time_training(net, cfg, device, batch, steps, **fast)
+                row[name]["peak_fraction"] = row[name]["images_per_s"] * flops / peak
         line = f"{preset:18s} batch {batch:4d}: scorekit {row['scorekit']['images_per_s']:9.3g} img/s " \
                f"({100 * row['scorekit']['peak_fraction']:.1f}% of peak)"
         if theirs is not None:
+            row["speedup_vs_diffusers"] = row["scorekit"]["images_per_s"] / row["diffusers"]["images_per_s"]
             line += (f", diffusers {row['diffusers']['images_per_s']:9.3g} img/s, "
                      f"ratio {row['speedup_vs_diffusers']:.2f}x")
+        results[preset] = row
         mem = row["scorekit"]["peak_memory_gib"]
         print(line + (f", peak memory {mem:.1f} GiB" if mem is not None else ""), flush=True)
     write_json(args.out, {"benchmark": "train_throughput", "environment": environment(device),

@@ -104,9 +104,10 @@ def _looks_pickled(path: Path) -> bool:
     return head == b"PK" or head[:1] == b"\x80"
 
 
-def load_checkpoint(path: str | Path, *, optimizer: bool = True, map_location: str | torch.device = "cpu"
-                    ) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`; never executes code from the file."""
+def load_checkpoint(path: str | Path, *, optimizer: bool = True, map_location: str | torch.device = "cpu",
+                    weights: bool = True) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; never executes code from the file.
+    ``weights=False`` reads only its JSON document (config, step) and leaves the weights empty."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -116,7 +117,8 @@ def load_checkpoint(path: str | Path, *, optimizer: bool = True, map_location: s
             if "scorekit" not in meta:
                 raise CheckpointError(f"{path}: a safetensors file without scorekit metadata (not a checkpoint)")
             doc = json.loads(meta["scorekit"])
-            tensors = {k: f.get_tensor(k) for k in f.keys() if optimizer or not k.startswith("optim.")}
+            wanted = [k for k in f.keys() if weights and (optimizer or not k.startswith("optim."))]
+            tensors = {k: f.get_tensor(k) for k in wanted}
     except SafetensorError as e:
         if _looks_pickled(path):
             raise CheckpointError(f"{path}: a pickled (torch.save) file, not a scorekit checkpoint; scorekit "
@@ -131,7 +133,7 @@ def load_checkpoint(path: str | Path, *, optimizer: bool = True, map_location: s
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     opt = None
-    if optimizer and "optimizer" in doc:
+    if optimizer and "optimizer" in doc and weights:
         opt = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")}, doc["optimizer"])
     state = {k: v for k, v in doc.items() if k not in ("format", "config", "step", "optimizer")}
     return Checkpoint(config=doc["config"], step=int(doc["step"]), model=part("model."), ema=part("ema.") or None,

@@ -11,7 +11,7 @@ import torch
 from .data.sources import build_source
 from .denoiser import Denoiser
 from .dist import Dist
-from .images import save_grid, save_npz, save_pngs, to_uint8
+from .images import OutPaths, save_grid, save_npz, save_pngs, to_uint8
 from .likelihood import vlb_bpd
 from .rng import ImageRNG
 from .samplers import sample, sampling_options
@@ -67,13 +67,15 @@ def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256
     return torch.cat([b[:min(batch_size, n - s)] for b, s in zip(batches, starts)])
 
 
-def write_samples(folder: str | Path, images: torch.Tensor, grid_max: int = 256) -> dict[str, str]:
-    """grid.png (the first ``grid_max`` images), one PNG per image and samples.npz (uint8 NHWC)."""
-    folder = Path(folder)
-    grid = save_grid(folder / "grid.png", images[:grid_max])
-    save_pngs(folder / "images", images)
-    save_npz(folder / "samples.npz", samples=images.permute(0, 2, 3, 1).numpy())
-    return {"grid": str(grid), "images": str(folder / "images"), "npz": str(folder / "samples.npz")}
+def write_samples(out: str | Path | OutPaths, images: torch.Tensor, grid_max: int = 256) -> dict[str, str]:
+    """The grid of the first ``grid_max`` images, one PNG per image and samples.npz (uint8 NHWC): in a
+    folder (grid.png, images/, samples.npz), or at an :class:`~scorekit.images.OutPaths` (the grid at its
+    main file, the rest as its companions)."""
+    paths = out if isinstance(out, OutPaths) else OutPaths(Path(out), Path(out) / "grid.png")
+    grid = save_grid(paths.main, images[:grid_max])
+    save_pngs(paths.companion("images"), images)
+    save_npz(paths.companion("samples.npz"), samples=images.permute(0, 2, 3, 1).numpy())
+    return {"grid": str(grid), "images": str(paths.companion("images")), "npz": str(paths.companion("samples.npz"))}
 
 
 def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: int = 0, batch_size: int = 100,
@@ -118,7 +120,7 @@ def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: i
     return res
 
 
-def final_report(denoiser: Denoiser, run, dist: Dist | None = None) -> dict:
+def final_report(denoiser: Denoiser, run, dist: Dist | None = None, progress: bool = False) -> dict:
     """After training: a sample grid, bits/dim (DDPM) and the digits proxy metrics, as the config asks.
     Writes ``summary.json`` in the run directory and returns it (on the main process)."""
     import time
@@ -129,7 +131,8 @@ def final_report(denoiser: Denoiser, run, dist: Dist | None = None) -> dict:
     dist = dist or Dist(device=denoiser.device)
     t0 = time.perf_counter()
     n = max(cfg.sampling.num_samples, cfg.eval.proxy_samples)
-    images = generate(denoiser, n, seed=cfg.sampling.seed, batch_size=cfg.sampling.batch_size, dist=dist)
+    images = generate(denoiser, n, seed=cfg.sampling.seed, batch_size=cfg.sampling.batch_size, dist=dist,
+                      progress=progress and dist.main)
     summary: dict = {"step": getattr(denoiser, "checkpoint_step", None), "sampler": cfg.sampling.sampler}
     if dist.main:
         files = write_samples(run.path / "samples" / "final", images[:cfg.sampling.num_samples])
@@ -139,7 +142,8 @@ def final_report(denoiser: Denoiser, run, dist: Dist | None = None) -> dict:
         summary["sampling_s"] = round(time.perf_counter() - t0, 1)
         if cfg.eval.bpd_images and cfg.process.kind == "vp":
             t1 = time.perf_counter()
-            summary["bpd"] = bits_per_dim(denoiser, split="test", n=cfg.eval.bpd_images, seed=cfg.sampling.seed)
+            summary["bpd"] = bits_per_dim(denoiser, split="test", n=cfg.eval.bpd_images, seed=cfg.sampling.seed,
+                                          progress=progress)
             summary["bpd_s"] = round(time.perf_counter() - t1, 1)
         run.write_summary(summary)
     dist.barrier()
@@ -154,9 +158,15 @@ def describe(summary: dict) -> list[str]:
         lines.append(f"bits/dim ({b['split']}, {b['n']} images): {b['bpd']:.3f} +- {b['bpd_sem']:.3f}")
     if "proxy" in summary:
         p = summary["proxy"]
-        lines.append(f"proxy FD ({p['n']} samples vs test digits): {p['proxy_fd']:.2f} "
-                     f"(real-vs-real floor {p['proxy_fd_floor']:.2f})")
-        lines.append(f"proxy IS: {p['proxy_is']:.2f} (real digits {p['proxy_is_real']:.2f})")
+        if p["proxy_fd"] is None:
+            lines.append(f"proxy FD: not reported ({p['too_few_samples']['proxy_fd']})")
+        else:
+            lines.append(f"proxy FD ({p['n']} samples vs test digits): {p['proxy_fd']:.2f} "
+                         f"(real-vs-real floor {p['proxy_fd_floor']:.2f})")
+        if p["proxy_is"] is None:
+            lines.append(f"proxy IS: not reported ({p['too_few_samples']['proxy_is']})")
+        else:
+            lines.append(f"proxy IS: {p['proxy_is']:.2f} (real digits {p['proxy_is_real']:.2f})")
     if "grid" in summary:
         lines.append(f"sample grid: {summary['grid']}")
     return lines

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .denoiser import Denoiser
-from .images import atomic_write_bytes, from_uint8, save_grid, to_uint8
+from .images import atomic_write_bytes, from_uint8, to_uint8
 from .likelihood import vlb_bpd
 from .rng import ImageRNG
 from .samplers.ancestral import sample_ancestral
@@ -77,15 +77,16 @@ def rate_distortion(denoiser: Denoiser, images_u8: torch.Tensor, *, seed: int = 
             "decoder_bpd": float(terms[0]), "n": len(images_u8)}
 
 
-def write_rate_distortion(folder: Path, rd: dict) -> dict[str, str]:
+def write_rate_distortion(csv_path: Path, png_path: Path, rd: dict) -> dict[str, str]:
+    """The rate-distortion curve as a CSV and a three-panel PNG (distortion, rate, rate-distortion)."""
     from .plots import figure
 
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["t", "rate_bits_per_dim", "distortion_rmse_0_255"])
     w.writerows(zip(rd["t"].tolist(), rd["rate"].tolist(), rd["distortion"].tolist()))
-    atomic_write_bytes(folder / "rate_distortion.csv", buf.getvalue().encode())
-    with figure(folder / "rate_distortion.png", ncols=3, size=(14, 4)) as (a, b, c):
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
+    with figure(png_path, ncols=3, size=(14, 4)) as (a, b, c):
         a.plot(rd["t"], rd["distortion"])
         a.set(xlabel="reverse step t", ylabel="distortion (RMSE, [0, 255])", title="distortion")
         b.plot(rd["t"], rd["rate"])
@@ -94,7 +95,7 @@ def write_rate_distortion(folder: Path, rd: dict) -> dict[str, str]:
         c.set(xlabel="rate (bits/dim)", ylabel="distortion (RMSE, [0, 255])", title="rate-distortion")
         for ax in (a, b, c):
             ax.grid(alpha=0.3)
-    return {"csv": str(folder / "rate_distortion.csv"), "png": str(folder / "rate_distortion.png")}
+    return {"csv": str(csv_path), "png": str(png_path)}
 
 
 def nearest_neighbours(samples: torch.Tensor, train: torch.Tensor, k: int = 5, *,
@@ -113,14 +114,24 @@ def nearest_neighbours(samples: torch.Tensor, train: torch.Tensor, k: int = 5, *
     return res
 
 
-def neighbours_grid(path: Path, samples: torch.Tensor, train: torch.Tensor, nn_idx: dict[str, np.ndarray]) -> Path:
-    """Each row: the sample, its k pixel-space neighbours, a blank, its k feature-space neighbours."""
-    rows = []
+def neighbours_grid(path: Path, samples: torch.Tensor, train: torch.Tensor, nn_idx: dict[str, np.ndarray],
+                   feature_space: str = "feature space") -> Path:
+    """Each row: the sample, its k nearest training images in pixel l2, a blank column, its k nearest in
+    ``feature_space``; titled and labelled."""
+    from .plots import labeled_grid
+
+    k = nn_idx["pixel"].shape[1]
     blank = torch.full_like(samples[:1], 255)
+    rows = []
     for i in range(len(samples)):
         row = [samples[i:i + 1], train[nn_idx["pixel"][i]]]
         if "feature" in nn_idx:
             row += [blank, train[nn_idx["feature"][i]]]
         rows.append(torch.cat(row))
-    grid = torch.cat(rows)
-    return save_grid(path, grid, nrow=len(rows[0]))
+    cols = ["sample"] + [f"pixel {j + 1}" for j in range(k)]
+    title = "Nearest training images of each sample (left column): pixel space (l2)"
+    if "feature" in nn_idx:
+        cols += [""] + [f"feature {j + 1}" for j in range(k)]
+        title += f" | {feature_space}"
+    return labeled_grid(path, torch.stack(rows), title=title, col_labels=cols,
+                        row_labels=[f"sample {i}" for i in range(len(samples))])

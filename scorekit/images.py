@@ -1,10 +1,12 @@
-"""Images on disk: quantisation to uint8, sample grids as PNG, atomic file writes."""
+"""Images on disk: quantisation to uint8, sample grids as PNG, atomic file writes, and where a command's
+outputs go (``--out``)."""
 
 from __future__ import annotations
 
 import io
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,44 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
+
+
+IMAGE_OUT = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class OutPaths:
+    """Where a command writes: ``main`` (its figure or data file) and the companions beside it.
+
+    In a folder the files keep their names (grid.png, samples.npz, ...). When --out names the main file,
+    the companions take its stem: ``--out fig.png`` gives fig_samples.npz, fig_images/, and a companion
+    that shares the main file's default stem only changes its suffix (toy_langevin.json -> fig.json)."""
+
+    folder: Path
+    main: Path
+    stem: str = ""  # set when --out names the main file
+    default_stem: str = ""
+
+    def companion(self, name: str) -> Path:
+        if not self.stem:
+            return self.folder / name
+        rest = name[len(self.default_stem):] if self.default_stem and name.startswith(self.default_stem) else ""
+        if rest[:1] in (".", "_"):
+            return self.folder / f"{self.stem}{rest}"
+        return self.folder / f"{self.stem}_{name}"
+
+
+def out_paths(out: str | Path | None, default_folder: str | Path, main_name: str,
+              suffixes: tuple[str, ...] = IMAGE_OUT) -> OutPaths:
+    """``--out`` means the same in every command: a path whose extension is one of ``suffixes`` (the
+    command's main product, by default an image) is that file, with the other outputs beside it under its
+    stem; any other path is a folder that receives ``main_name`` and the other outputs."""
+    from .errors import ScorekitError
+
+    path = Path(out) if out else Path(default_folder)
+    if path.suffix.lower() in suffixes and not path.is_dir():
+        return OutPaths(path.parent, path, path.stem, Path(main_name).stem)
+    if path.exists() and not path.is_dir():
+        raise ScorekitError(f"--out {path}: exists and is not a folder (give a folder or a file ending in "
+                            f"{' / '.join(suffixes)})")
+    return OutPaths(path, path / main_name)

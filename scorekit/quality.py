@@ -16,6 +16,7 @@ import torch
 from .errors import ScorekitError
 from .metrics.extractors import Extractor
 from .metrics.frechet import feature_stats, frechet_distance, load_stats
+from .metrics.min_n import too_few, withhold
 from .metrics.scores import inception_score, kid, precision_recall, softmax
 
 METRICS = ("fid", "is", "kid", "pr")
@@ -41,6 +42,11 @@ def reference_from(spec: str, extractor: Extractor, *, split: str = "train", res
             made_with = str(f["extractor"]) if "extractor" in f else None
         if made_with is not None and made_with != extractor.name:
             raise ScorekitError(f"{spec}: statistics of {made_with}, but the evaluation uses {extractor.name}")
+        dim = extractor.info.get("dim")
+        if dim is not None and (mu.shape != (dim,) or sigma.shape != (dim, dim)):
+            raise ScorekitError(f"{spec}: statistics of {mu.shape[0] if mu.ndim == 1 else mu.shape}-d features, but "
+                                f"the {extractor.name} extractor gives {dim}-d features (mu must be ({dim},), sigma "
+                                f"({dim}, {dim}))")
         return Reference(f"statistics {spec}", n, mu, sigma)
     from .data.resolve import load_images
 
@@ -51,14 +57,21 @@ def reference_from(spec: str, extractor: Extractor, *, split: str = "train", res
     return Reference(described, len(feats), mu, sigma, feats)
 
 
-def compute_metrics(features: np.ndarray, logits: np.ndarray, ref: Reference, metrics: list[str], *,
-                    is_splits: int = 10) -> dict:
-    out: dict = {}
+def check_request(metrics: list[str], ref: Reference) -> None:
+    """Refuse, before any sampling, metrics that do not exist or that the reference cannot serve."""
     for m in metrics:
         if m not in METRICS:
             raise ScorekitError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
         if m in ("kid", "pr") and ref.features is None:
             raise ScorekitError(f"{m} needs the reference images' features: pass --ref DATA, not a statistics file")
+
+
+def compute_metrics(features: np.ndarray, logits: np.ndarray, ref: Reference, metrics: list[str], *,
+                    is_splits: int = 10) -> dict:
+    """The metrics of sample features against ``ref``; those below the minimum N are withheld
+    (:mod:`scorekit.metrics.min_n`)."""
+    check_request(metrics, ref)
+    out: dict = {}
     if "fid" in metrics:
         out["fid"] = frechet_distance(*feature_stats(features), ref.mu, ref.sigma)
     if "is" in metrics:
@@ -68,7 +81,27 @@ def compute_metrics(features: np.ndarray, logits: np.ndarray, ref: Reference, me
                                          seed=KID_SEED)
     if "pr" in metrics:
         out["precision"], out["recall"] = precision_recall(ref.features, features, PR_K)
-    return out
+    n, dim = len(features), features.shape[1]
+    reasons = {"fid": too_few("fid", n, feature_dim=dim), "is": too_few("is", n, splits=is_splits),
+               "kid": too_few("kid", n), "precision": too_few("precision/recall", n)}
+    reasons.update(is_std=reasons["is"], kid_std=reasons["kid"], recall=reasons["precision"])
+    return withhold(out, n, reasons)
+
+
+def metric_value(values: dict, name: str) -> float | None:
+    """A metric's value, also when it was withheld below the minimum N (for rankings at equal N)."""
+    v = values.get(name)
+    return values.get("values_below_min_n", {}).get(name) if v is None else v
+
+
+def describe_metrics(values: dict) -> str:
+    """``fid 3.17, is 9.46`` with withheld metrics said as such."""
+    parts = []
+    for k, v in values.items():
+        if k in ("too_few_samples", "values_below_min_n") or k.endswith("_std"):
+            continue
+        parts.append(f"{k} {v:.4g}" if v is not None else f"{k} not reported ({values['too_few_samples'][k]})")
+    return ", ".join(parts)
 
 
 def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor, metrics: list[str], seed: int = 0,
@@ -110,7 +143,7 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
     }
 
 
-def write_sweep(folder: Path, rows: list[dict], metric: str) -> dict:
+def write_sweep(csv_path: Path, png_path: Path, rows: list[dict], metric: str, n: int | None = None) -> dict:
     """CSV of every checkpoint's metrics and a PNG of ``metric`` against the step with the best marked."""
     from .images import atomic_write_bytes
     from .plots import figure
@@ -120,14 +153,17 @@ def write_sweep(folder: Path, rows: list[dict], metric: str) -> dict:
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_bytes(folder / "checkpoints.csv", buf.getvalue().encode())
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
     higher_better = metric in ("is", "precision", "recall")
-    valid = [r for r in rows if metric in r and math.isfinite(r[metric])]
+    valid = [r for r in rows if r.get(metric) is not None and math.isfinite(r[metric])]
+    if not valid:
+        raise ScorekitError(f"no checkpoint has a finite {metric}")
     best = (max if higher_better else min)(valid, key=lambda r: r[metric])
-    with figure(folder / "checkpoints.png", size=(7, 4)) as ax:
+    with figure(png_path, size=(7, 4)) as ax:
         ax.plot([r["step"] for r in valid], [r[metric] for r in valid], "o-")
         ax.plot([best["step"]], [best[metric]], "r*", markersize=16, label=f"best: step {best['step']}")
-        ax.set(xlabel="training step", ylabel=metric.upper(), title=f"{metric.upper()} against the training step")
+        at_n = f" ({n} samples per checkpoint)" if n else ""
+        ax.set(xlabel="training step", ylabel=metric.upper(), title=f"{metric.upper()} against the training step{at_n}")
         ax.legend()
         ax.grid(alpha=0.3)
     return best

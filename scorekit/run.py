@@ -87,6 +87,15 @@ def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
     return path
 
 
+def config_of(run_or_checkpoint: str | Path) -> Config:
+    """The configuration a run's latest checkpoint (or a checkpoint file) was trained with; reads no weights."""
+    path = resolve_checkpoint(run_or_checkpoint)
+    try:
+        return from_dict(load_checkpoint(path, weights=False).config)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: the stored configuration is invalid ({e})") from None
+
+
 def load(run_or_checkpoint: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Denoiser:
     """The denoiser of a run (its latest checkpoint) or of one checkpoint file, in eval mode.
 

@@ -123,8 +123,15 @@ class NoisePlan:
 
 def plan_noise(data: torch.Tensor, *, sigma_end: float = 0.01, n_steps_each: int = 5) -> NoisePlan:
     """All three techniques for a dataset (N, ...) already scaled to the model's range ([0, 1] for NCSN)."""
+    from .errors import ScorekitError
+
+    if len(data) < 2:
+        raise ScorekitError(f"planning the noise needs at least 2 images, got {len(data)}")
     dim = data[0].numel()
     sigma_begin = max_pairwise_distance(data)
+    if not 0 < sigma_end < sigma_begin:
+        raise ScorekitError(f"sigma_end {sigma_end:g}: must be in (0, sigma_1) = (0, {sigma_begin:.4g}), sigma_1 being "
+                            "the largest distance between two images")
     L = num_levels(sigma_begin, sigma_end, dim)
     gamma = (sigma_begin / sigma_end) ** (1.0 / (L - 1))
     eps = step_size_for(n_steps_each, gamma, sigma_end)

@@ -147,13 +147,17 @@ def two_gaussians() -> GaussianMixture:
 
 
 def langevin_toy(n: int = 2000, *, seed: int = 0, steps: int = 1000, eps: float = 0.1, num_levels: int = 10,
-                 sigma_begin: float = 20.0, sigma_end: float = 1.0, box: float = 8.0) -> dict:
+                 sigma_begin: float = 20.0, sigma_end: float = 1.0, box: float = 8.0, denoise: bool = False) -> dict:
     """NCSN Sec. 3.2: Langevin dynamics with the exact score cannot recover the mixture weights from a
     uniform start in [-box, box]^2, annealed Langevin with the same number of steps can.
 
     Plain: ``steps`` steps of size ``eps`` with the data score. Annealed: ``num_levels`` geometric levels
-    from ``sigma_begin`` to ``sigma_end``, steps / num_levels each, alpha_i = eps sigma_i^2 / sigma_L^2,
-    then the final denoising step. The weight of a mode is the fraction of samples nearer to it.
+    from ``sigma_begin`` to ``sigma_end``, steps / num_levels each, alpha_i = eps sigma_i^2 / sigma_L^2, as
+    in the NCSN experiment (no final denoising step: its samples follow the data noised at sigma_L, each
+    mode with std sqrt(1 + sigma_L^2)). ``denoise`` also returns the same chains after NCSNv2's final step
+    x + sigma_L^2 s(x, sigma_L) (each mode's std then 1 / sqrt(1 + sigma_L^2) in exact arithmetic).
+    The weight of a mode is the fraction of samples nearer to it; ``*_std`` is the per-axis std of the
+    samples around the mode they are nearer to (the exact samples: 1).
     """
     from .processes import VEProcess
     from .rng import ImageRNG
@@ -168,10 +172,20 @@ def langevin_toy(n: int = 2000, *, seed: int = 0, steps: int = 1000, eps: float 
     process = VEProcess.from_ladder(sigma_begin, sigma_end, num_levels)
     denoiser = exact_denoiser(mix, process, data_range=(-box, box))
     annealed = sample_langevin(denoiser, (n, 2), ImageRNG(seed + 1, n, per_image=False),
-                               n_steps_each=steps // num_levels, step_lr=eps, denoise=True)
+                               n_steps_each=steps // num_levels, step_lr=eps, denoise=False)
 
     def weight(samples: torch.Tensor) -> float:
         return float((samples.sum(1) < 0).double().mean())  # nearer to (-5, -5)
 
-    return {"plain": plain.float(), "annealed": annealed.float(), "true_weight": 0.2,
-            "plain_weight": weight(plain), "annealed_weight": weight(annealed)}
+    def spread(samples: torch.Tensor) -> float:
+        mode = torch.where((samples.sum(1) < 0)[:, None], mix.means[0], mix.means[1])
+        return float((samples.double() - mode).std())
+
+    out = {"plain": plain.float(), "annealed": annealed.float(), "true_weight": 0.2,
+           "plain_weight": weight(plain), "annealed_weight": weight(annealed), "annealed_std": spread(annealed),
+           "sigma_L": sigma_end}
+    if denoise:
+        tt = torch.zeros(n, dtype=torch.long)
+        denoised = annealed + sigma_end**2 * denoiser.score(annealed, tt)
+        out.update(denoised=denoised.float(), denoised_weight=weight(denoised), denoised_std=spread(denoised))
+    return out

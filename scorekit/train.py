@@ -27,6 +27,7 @@ from .ema import EMA
 from .errors import CheckpointError, TrainingError
 from .factory import build_denoiser
 from .losses import ddpm_loss, dsm_loss
+from .progress import progress
 from .rng import image_seed
 from .run import RunDir
 
@@ -184,16 +185,18 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------------------------
 
-    def fit(self) -> TrainResult:
+    def fit(self, source=None) -> TrainResult:
+        """Train to ``training.steps`` on ``source`` (default: the config's training split)."""
         cfg, dist, run = self.cfg, self.dist, self.run
         tc = cfg.training
-        source = build_source(cfg.data, "train")
+        source = source if source is not None else build_source(cfg.data, "train")
         stream = BatchStream(source, seed=tc.seed, global_batch=tc.batch_size, world=dist.world, rank=dist.rank,
                              accum=tc.grad_accum, num_workers=cfg.data.num_workers, device=self.device)
         batches = stream.batches(self.step)
         logger = _Logger(run, dist, enabled=dist.main)
         start_step = self.step
-        bar = _bar(self.progress and dist.main, self.step, tc.steps)
+        bar = progress(total=tc.steps, initial=self.step, desc="train", unit="step", every=tc.log_every,
+                       enabled=self.progress and dist.main)
         nonfinite_run, window, t_last, seen_last = 0, [], time.perf_counter(), self.step
         interrupted = None
         with _StopFlag() as stop:
@@ -210,17 +213,14 @@ class Trainer:
                 else:
                     nonfinite_run = 0
                     window.append(loss)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}")
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     now = time.perf_counter()
                     ips = (self.step - seen_last) * tc.batch_size / max(now - t_last, 1e-9)
                     logger.log(self.step, {"loss": sum(window) / max(len(window), 1), "grad_norm": grad_norm,
                                            "lr": learning_rate(cfg, self.step - 1), "images_per_s": ips})
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{sum(window) / max(len(window), 1):.4f}", img_s=f"{ips:.0f}")
+                    bar.set_postfix(loss=f"{sum(window) / max(len(window), 1):.4f}", img_s=f"{ips:.0f}")
                     window, t_last, seen_last = [], now, self.step
+                bar.update(1)
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0 and dist.main:
@@ -228,8 +228,7 @@ class Trainer:
                 if dist.any(stop.raised is not None):
                     interrupted = stop.raised or "signal"
                     break
-        if bar is not None:
-            bar.close()
+        bar.close()
         if self.step > start_step:
             self.save()
         logger.close()
@@ -250,14 +249,6 @@ class Trainer:
         images = generate(self.eval_denoiser(), min(n, self.cfg.sampling.num_samples), seed=self.cfg.sampling.seed,
                           batch_size=self.cfg.sampling.batch_size)
         return save_grid(path, images)
-
-
-def _bar(enabled: bool, start: int, total: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
 
 
 class _Logger:
@@ -296,18 +287,42 @@ class _Logger:
                 self.tb.close()
 
 
+def resolve_run(source: str | Path, out: str | Path | None, overrides: list[str] | None) -> tuple[RunDir, Config]:
+    """The run directory and configuration of ``scorekit train SOURCE [--out OUT] [overrides]``.
+
+    SOURCE is a preset, a YAML file, or a run directory (resumed with its saved config.yaml; overrides
+    apply, e.g. training.steps=... to train longer). A preset or YAML with an --out that already has a
+    checkpoint resumes that run too (the same command again continues it; its config.yaml wins)."""
+    from .config import ConfigError, load_config
+
+    src = Path(source)
+    if src.is_dir():
+        run = RunDir(src)
+        if not run.config_path.is_file():
+            raise ConfigError(f"{src}: a folder without config.yaml is not a run (give a preset, a YAML config or "
+                              "a run directory)")
+        if out is not None and Path(out).resolve() != src.resolve():
+            raise ConfigError(f"--out {out}: `train {src}` continues the run in {src}; drop --out")
+        return run, run.read_config(overrides)
+    if out is not None and RunDir(out).latest() is not None:
+        run = RunDir(out)
+        return run, run.read_config(overrides)
+    cfg = load_config(source, overrides)
+    run = RunDir(out or Path("runs") / cfg.name)
+    if run.path.exists() and not run.path.is_dir():
+        raise ConfigError(f"--out {run.path}: exists and is not a folder")
+    return run, cfg
+
+
 def train_run(source: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, *,
               device: str | None = None, progress: bool = True, evaluate: bool = True) -> TrainResult:
-    """Train a preset or YAML config into a run directory; a directory with a checkpoint is resumed
-    (its config.yaml wins; ``overrides`` still apply, e.g. training.steps=... to train longer)."""
-    from .config import load_config
+    """Train a preset or YAML config into a run directory, or continue a run (see :func:`resolve_run`).
+    The configuration and the training data are checked before anything is written."""
     from .dist import setup
 
+    run, cfg = resolve_run(source, out, overrides)
+    data = build_source(cfg.data, "train")  # a bad data path fails here, before the run folder is made
     dist = setup(device)
-    first = load_config(source, overrides) if not (out and RunDir(out).latest()) else None
-    run = RunDir(out or Path("runs") / first.name)
-    resuming = run.latest() is not None
-    cfg = run.read_config(overrides) if resuming else first
     if dist.main:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
@@ -317,16 +332,16 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
     if trainer.resume() and dist.main:
         run.truncate_metrics(trainer.step)
         print(f"resuming {run.path} at step {trainer.step} of {cfg.training.steps}", flush=True)
-    result = trainer.fit()
+    result = trainer.fit(data)
     if result.interrupted:
         if dist.main:
             print(f"interrupted: checkpoint written at step {result.step} in {run.checkpoint_dir}; "
-                  f"run the same command again to resume", flush=True)
+                  f"run `scorekit train {run.path}` to resume", flush=True)
         return result
     if evaluate:
         from .evaluate import final_report
 
         denoiser = trainer.eval_denoiser()
         denoiser.checkpoint_step = trainer.step
-        result.summary = final_report(denoiser, run, dist)
+        result.summary = final_report(denoiser, run, dist, progress=progress)
     return result

@@ -51,7 +51,12 @@ def test_fid_ref_then_eval_on_a_folder_of_pngs(run, png_folder, tmp_path, capsys
     assert set(res["protocol"]) == PROTOCOL
     assert res["protocol"]["extractor"]["name"] == "digits-proxy" and res["protocol"]["checkpoint_step"] == 4
     assert res["protocol"]["ema"] is True and res["protocol"]["reference"]["n"] == 60
-    assert res["metrics"]["fid"] > 0 and 1 <= res["metrics"]["is"] <= 10
+    # 24 samples are below the reporting rule (FD: 128 = the proxy's feature dimension; IS: 100 per split)
+    m = res["metrics"]
+    assert m["fid"] is None and m["is"] is None and "N = 24 < 128" in m["too_few_samples"]["fid"]
+    assert "N = 24 < 200" in m["too_few_samples"]["is"]
+    assert m["values_below_min_n"]["fid"] > 0 and 1 <= m["values_below_min_n"]["is"] <= 10
+    assert "fid not reported (N = 24 < 128" in capsys.readouterr().out
     # KID and PR need the reference's features: with a stats file the error says so
     assert main(["eval", str(run), "--n", "8", "--ref", str(stats), "--metrics", "kid", "--no-progress"]) == 2
     assert "needs the reference images' features" in capsys.readouterr().err
@@ -60,7 +65,7 @@ def test_fid_ref_then_eval_on_a_folder_of_pngs(run, png_folder, tmp_path, capsys
                  "--metrics", "fid,kid,pr", "--no-progress", "--out", str(tmp_path / "all.json")]) == 0
     m = json.loads((tmp_path / "all.json").read_text())["metrics"]
     assert {"fid", "kid", "kid_std", "precision", "recall"} <= set(m)
-    assert m["fid"] == pytest.approx(res["metrics"]["fid"], rel=1e-9)  # same samples, same reference stats
+    assert m["values_below_min_n"]["fid"] == pytest.approx(res["metrics"]["values_below_min_n"]["fid"], rel=1e-9)
 
 
 def test_eval_is_identical_with_one_and_two_processes(run, tmp_path):
@@ -74,6 +79,7 @@ def test_eval_is_identical_with_one_and_two_processes(run, tmp_path):
                           "-m", "scorekit", *args, "--out", str(tmp_path / "two.json")], env=env,
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stdout + two.stderr
+    assert two.stdout.count("protocol and metrics ->") == 1  # only rank 0 prints
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
     assert a["metrics"] == b["metrics"]
     assert (a["protocol"]["processes"], b["protocol"]["processes"]) == (1, 2)
@@ -86,10 +92,10 @@ def test_checkpoint_selection_writes_csv_and_plot(run, tmp_path, capsys):
     res = json.loads(out.read_text())
     steps = [c["protocol"]["checkpoint_step"] for c in res["checkpoints"]]
     assert steps == [2, 4] and res["best"]["step"] in steps
-    assert res["best"]["fid"] == min(c["metrics"]["fid"] for c in res["checkpoints"])
-    csv_lines = (tmp_path / "sweep" / "checkpoints.csv").read_text().splitlines()
+    assert res["best"]["fid"] == min(c["metrics"]["values_below_min_n"]["fid"] for c in res["checkpoints"])
+    csv_lines = (tmp_path / "sweep" / "eval_checkpoints.csv").read_text().splitlines()
     assert csv_lines[0].startswith("step,") and len(csv_lines) == 3
-    assert (tmp_path / "sweep" / "checkpoints.png").stat().st_size > 1000
+    assert (tmp_path / "sweep" / "eval_checkpoints.png").stat().st_size > 1000
 
 
 def test_figures(run, tmp_path, capsys):

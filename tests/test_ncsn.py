@@ -21,7 +21,8 @@ from scorekit.techniques import (
 from scorekit.toy import GaussianMixture, exact_denoiser, kde_denoiser, langevin_toy
 
 
-@pytest.mark.parametrize("preset,count", [("ncsn-cifar10", 30_117_635), ("ncsnv2-cifar10", 29_694_083),
+@pytest.mark.parametrize("preset,count", [("ncsn-cifar10", 30_117_635), ("ncsn-celeba", 30_117_635),
+                                          ("ncsnv2-cifar10", 29_694_083),
                                           ("ncsnv2-lsun-church", 83_445_379), ("ncsnv2-ffhq", 94_132_611)])
 def test_parameter_counts_at_the_preset_settings(preset, count):
     from scorekit.factory import build_net
@@ -98,9 +99,14 @@ def test_dsm_minimiser_is_the_true_noised_score():
 
 
 def test_annealed_langevin_recovers_the_mixture_weights_and_plain_does_not():
-    res = langevin_toy(2000, seed=0)
+    res = langevin_toy(2000, seed=0, denoise=True)
     assert abs(res["annealed_weight"] - 0.2) < 0.03
     assert abs(res["plain_weight"] - 0.2) > 0.15
+    # As in the NCSN experiment there is no final denoising step: the annealed samples follow the data noised
+    # at sigma_L = 1, each mode N(mu, (1 + 1) I), std sqrt(2) (ULA's step of 0.1 adds ~1.3%), not shrunk below 1.
+    assert res["annealed_std"] == pytest.approx(2 ** 0.5, rel=0.05)
+    # NCSNv2's denoising step maps a mode N(mu, 2 I) to E[x0 | x] = mu + (x - mu) / 2: std 1 / sqrt(2)
+    assert res["denoised_std"] == pytest.approx(2 ** -0.5, rel=0.05)
 
 
 def test_langevin_with_the_exact_score_samples_a_gaussian():
@@ -197,6 +203,13 @@ def test_ncsnv2_presets_have_the_configs_values():
     assert (f.training.batch_size, f.training.adam_eps, f.model.arch, f.process.num_levels) == (
         32, 1e-3, "ncsnv2_deepest", 2311)
     assert load_config("ncsnv2-celeba").data.centre_crop == 140
+    # NCSN v1 on CelebA: ermongroup/ncsn's anneal.yml (32x32 after a 140 crop, 200k steps, flips, dequantized)
+    cv1 = load_config("ncsn-celeba")
+    assert (cv1.data.resolution, cv1.data.centre_crop, cv1.data.random_flip, cv1.data.dequantize) == (
+        32, 140, True, "uniform")
+    assert (cv1.model.arch, cv1.model.ngf, cv1.process.sigma_begin, cv1.process.num_levels) == ("ncsn", 128, 1, 10)
+    assert (cv1.training.lr, cv1.training.steps, cv1.training.ema_decay) == (1e-3, 200000, 0)
+    assert (cv1.sampling.n_steps_each, cv1.sampling.step_lr, cv1.sampling.denoise) == (100, 2e-5, False)
 
 
 @pytest.mark.parametrize("preset,extra", [("ncsnv2-digits", []),

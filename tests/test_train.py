@@ -51,6 +51,25 @@ def test_resume_is_bit_identical(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_train_on_a_run_directory_resumes_it_with_its_saved_config(tmp_path, capsys):
+    """`scorekit train RUN training.steps=6` after 3 steps == 6 steps in one go, bit for bit."""
+    from scorekit.cli import main
+
+    _train(tmp_path / "a", TINY + ["model.dropout=0.1", "training.steps=6"])
+    _train(tmp_path / "b", TINY + ["model.dropout=0.1", "training.steps=3"])
+    assert main(["train", str(tmp_path / "b"), "training.steps=6", "--no-eval", "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    _assert_same_state(_latest(tmp_path / "a"), _latest(tmp_path / "b"))
+    assert RunDir(tmp_path / "b").read_config().training.steps == 6 and _latest(tmp_path / "b").step == 6
+    # --out naming another folder, and a folder that is not a run, are refused before anything is written
+    assert main(["train", str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
+    assert "continues the run in" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty")]) == 2
+    assert "without config.yaml is not a run" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 def test_keeps_only_the_last_k_checkpoints(tmp_path):
     _train(tmp_path, TINY + ["training.steps=7", "training.checkpoint_every=2", "training.keep_checkpoints=2"])
     assert [s for s, _ in RunDir(tmp_path).checkpoints()] == [6, 7]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from .args import existing_path
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -17,7 +20,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from ..errors import ScorekitError
     from ..interop.authors import import_ncsnv2, import_pytorch_diffusion
     from ..interop.diffusers import import_diffusers
+    from ..run import RunDir
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ScorekitError(f"--out {out}: exists and is not a folder")
+    if RunDir(out).latest() is not None:
+        raise ScorekitError(f"--out {out}: already holds checkpoints; choose a new folder")
     if args.format == "diffusers":
         run = import_diffusers(args.source, args.out)
     else:
@@ -33,19 +42,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _convert_args(p: argparse.ArgumentParser) -> None:
+    from ..config import preset_names
+
     p.add_argument("format", choices=["diffusers", "pytorch-diffusion", "ncsnv2"])
-    p.add_argument("source", metavar="DIR|CKPT")
+    p.add_argument("source", metavar="DIR|CKPT", type=existing_path)
     p.add_argument("--out", required=True, metavar="RUN", help="new run directory")
-    p.add_argument("--preset", help="the preset the checkpoint was trained with (authors' formats)")
+    p.add_argument("--preset", choices=preset_names(), metavar="PRESET",
+                   help="the preset the checkpoint was trained with (authors' formats; see `scorekit presets`)")
     p.add_argument("--no-ema", action="store_true", help="ncsnv2: keep the raw weights, not the EMA ones")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a scorekit DDPM run (its EMA weights) as a diffusers folder that
     `diffusers.DDPMPipeline.from_pretrained(DIR)` loads."""
+    from ..errors import ScorekitError
     from ..interop.diffusers import export_diffusers
     from ..run import load
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ScorekitError(f"--out {args.out}: exists and is not a folder")
     out = export_diffusers(load(args.run, ema=not args.no_ema), args.out)
     print(f"exported {args.run} -> {out} (diffusers.DDPMPipeline.from_pretrained('{out}'))")
     return 0

@@ -7,16 +7,22 @@ import json
 import time
 from pathlib import Path
 
+from ..config import CHOICES
 from ..errors import ScorekitError
+from .args import BATCH, COUNT, SEED, STEPS_OR_DEFAULT, Number, device, out_paths, real
+
+SAMPLER_NAMES = CHOICES["sampling.sampler"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a preset or YAML config. On a run directory that already has a checkpoint, training resumes
-    exactly where it stopped (the run's config.yaml wins; overrides still apply). SIGINT / SIGTERM finish
-    the current step, write a checkpoint and exit 0. Launch with torchrun for data-parallel training.
+    """Train a preset or YAML config into a run directory, or continue a run: `scorekit train RUN` resumes
+    the run in RUN with its saved configuration, exactly where it stopped (overrides apply, e.g.
+    training.steps=4000 to train longer); the original command run again does the same. SIGINT / SIGTERM
+    finish the current step, write a checkpoint and exit 0. Launch with torchrun for data-parallel training.
 
     examples:
       scorekit train ddpm-digits --out runs/digits
+      scorekit train runs/digits training.steps=2400          # continue the run, to 2400 steps
       scorekit train ddpm-cifar10 data.path=/data/cifar-10-batches-py --out runs/cifar10
       torchrun --nproc_per_node 8 -m scorekit train ddpm-cifar10 data.path=... --out runs/cifar10
     """
@@ -34,12 +40,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="PRESET|CONFIG.yaml", help="preset name (see `scorekit presets`) or YAML file")
+    p.add_argument("config", metavar="PRESET|CONFIG.yaml|RUN",
+                   help="preset name (see `scorekit presets`), YAML file, or a run directory to continue")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="configuration overrides, e.g. training.steps=1000 data.path=/data")
-    p.add_argument("--out", metavar="RUN", help="run directory (default: runs/<preset name>)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", metavar="RUN", help="run directory (default: runs/<preset name>; RUN itself for a run)")
+    p.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     p.add_argument("--no-eval", action="store_true", help="skip the sampling and metrics after training")
 
 
@@ -55,28 +61,41 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_steps(denoiser, sampler: str, steps: int) -> None:
+    """The ancestral and DDIM samplers run on the model's levels: at most that many steps."""
+    levels = denoiser.process.num_levels
+    if steps and sampler in ("ancestral", "ddim", "pc") and steps > levels:
+        raise ScorekitError(f"--steps {steps}: the {sampler} sampler runs on the model's {levels} noise levels, "
+                            f"so at most {levels}")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample from a run with its EMA weights: writes grid.png, one PNG per image and samples.npz
     (uint8, NHWC). Image i depends only on (--seed, i), whatever --batch-size. On a digits run the
-    proxy FD and IS are reported with the real-vs-real floor."""
+    proxy FD and IS are reported with the real-vs-real floor (from 128 samples on; see --help of eval).
+
+    --out DIR writes into DIR; --out FILE.png writes the grid there and the rest beside it (FILE_images/,
+    FILE_samples.npz, FILE_summary.json)."""
     from ..evaluate import describe, generate, write_samples
     from ..metrics.proxy import proxy_metrics
 
     denoiser = _load(args)
     cfg = denoiser.config
+    sampler = args.sampler or cfg.sampling.sampler
+    check_steps(denoiser, sampler, args.steps)
+    paths = out_paths(args.out, Path(args.run) / "samples" / f"seed{args.seed}", "grid.png")
     options = {"steps": args.steps} if args.steps else {}
     t0 = time.perf_counter()
     images = generate(denoiser, args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
                       options=options, progress=not args.no_progress, precision="bf16" if args.bf16 else None,
                       compile=args.compile or None)
-    out = Path(args.out or Path(args.run) / "samples" / f"seed{args.seed}")
-    summary = {"n": args.n, "seed": args.seed, "sampler": args.sampler or cfg.sampling.sampler,
+    summary = {"n": args.n, "seed": args.seed, "sampler": sampler,
                "steps": args.steps, "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
-               "seconds": round(time.perf_counter() - t0, 1), **write_samples(out, images)}
+               "seconds": round(time.perf_counter() - t0, 1), **write_samples(paths, images)}
     if cfg.data.dataset == "digits" and cfg.data.resolution == 8 and cfg.data.channels == 1:
         summary["proxy"] = proxy_metrics(images)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{args.n} samples in {summary['seconds']} s -> {out}")
+    paths.companion("summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{args.n} samples in {summary['seconds']} s -> {paths.folder}")
     for line in describe(summary):
         print(line)
     return 0
@@ -84,20 +103,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run directory (its latest checkpoint) or a checkpoint file")
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_sampler_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, metavar="NAME",
+                   help=f"{', '.join(SAMPLER_NAMES)} (default: the run's)")
+    p.add_argument("--steps", type=STEPS_OR_DEFAULT, default=0, help="sampler steps (default 0: the sampler's own)")
+    p.add_argument("--seed", type=SEED, default=0, help="base seed; image i uses (seed, i)")
+    p.add_argument("--batch-size", type=BATCH, default=256)
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
     _common_run_args(p)
-    p.add_argument("--n", "--num-samples", dest="n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--steps", type=int, default=0, help="sampler steps (default: the sampler's own)")
-    p.add_argument("--sampler", help="ancestral, langevin, ddim, euler, heun, rk45, dpm2m, pc, euler_ancestral "
-                   "(default: the run's)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; image i uses (seed, i)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/seed<S>)")
+    p.add_argument("--n", "--num-samples", dest="n", type=COUNT, default=64, help="number of images (default 64)")
+    add_sampler_args(p)
+    p.add_argument("--out", metavar="DIR|FILE.png", help="output folder (default RUN/samples/seed<S>) or grid file")
     p.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA graphs on CUDA)")
 
@@ -107,18 +129,18 @@ def cmd_bpd(args: argparse.Namespace) -> int:
     variational bound, all T terms, the discretized decoder and the prior (the authors' calc_bpd_loop).
     --method ode (any run): the exact likelihood of the probability-flow ODE with uniform dequantization
     and the change of scale to 8-bit data made explicit; Hutchinson's trace estimator or the exact trace."""
+    from ..data.sources import build_source
     from ..dist import setup
     from ..evaluate import bits_per_dim
 
     dist = setup(args.device)
     denoiser = _load(args, dist.device)
     if args.method == "vlb" and denoiser.process.kind != "vp":
-        raise ScorekitError("the variational bound is defined for DDPM (VP) runs; use --method ode")
+        raise ScorekitError("--method vlb: the variational bound is defined for DDPM (VP) runs; use --method ode")
+    build_source(denoiser.config.data, args.split)  # a missing split fails before any work
     ode = {"trace": args.trace, "rtol": args.rtol, "atol": args.atol} if args.method == "ode" else {}
     res = bits_per_dim(denoiser, split=args.split, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                       method=args.method, progress=not args.no_progress, dist=dist, **ode)
-    if not dist.main:
-        return 0
+                       method=args.method, progress=not args.no_progress and dist.main, dist=dist, **ode)
     if args.json:
         print(json.dumps(res))
     elif args.method == "vlb":
@@ -132,19 +154,20 @@ def cmd_bpd(args: argparse.Namespace) -> int:
 
 def _bpd_args(p: argparse.ArgumentParser) -> None:
     _common_run_args(p)
-    p.add_argument("--split", default="test", help="data split (default test)")
-    p.add_argument("--n", type=int, default=0, help="number of images (default: the whole split)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--split", default="test", choices=("train", "test"), help="data split (default test)")
+    p.add_argument("--n", type=Number(int, 0, 10_000_000, zero_means="the whole split"), default=0,
+                   help="number of images (default 0: the whole split)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--batch-size", type=BATCH, default=100)
     p.add_argument("--method", default="vlb", choices=["vlb", "ode"], help="variational bound (DDPM) or ODE")
     p.add_argument("--trace", default="hutchinson", choices=["hutchinson", "exact"], help="ODE divergence")
-    p.add_argument("--rtol", type=float, default=1e-5, help="ODE solver tolerances (default 1e-5)")
-    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--rtol", type=real(0, 1, open_lo=True), default=1e-5, help="ODE solver tolerances (default 1e-5)")
+    p.add_argument("--atol", type=real(0, 1, open_lo=True), default=1e-5)
     p.add_argument("--json", action="store_true")
 
 
 COMMANDS = [
-    ("train", "train a model (resumes an existing run)", _train_args, cmd_train),
+    ("train", "train a model, or continue a run", _train_args, cmd_train),
     ("sample", "sample images from a run", _sample_args, cmd_sample),
-    ("bpd", "bits/dim of a DDPM run on a data split", _bpd_args, cmd_bpd),
+    ("bpd", "bits/dim of a run on a data split", _bpd_args, cmd_bpd),
 ]

@@ -41,10 +41,10 @@ class DigitsProxy(Extractor):
 
     def __init__(self, batch_size: int = 1024):
         super().__init__(batch_size)
-        from .proxy import trained_classifier
+        from .proxy import FEATURE_DIM, trained_classifier
 
         self.net = trained_classifier()
-        self.info.update(dim=128, classes=10, resize="none (8x8 grey digits)",
+        self.info.update(dim=FEATURE_DIM, classes=10, resize="none (8x8 grey digits)",
                          weights="trained deterministically on the digits training split (seed 0)")
 
     def _forward(self, u8):
@@ -60,13 +60,14 @@ class Inception(Extractor):
 
     name = "inception-v3-tf-2015-12-05"
 
-    def __init__(self, weights: str | None = None, device: str | torch.device = "cpu", batch_size: int = 200):
+    def __init__(self, weights: str | None = None, device: str | torch.device = "cpu", batch_size: int = 200, *,
+                 verify: bool = True):
         super().__init__(batch_size)
         from .inception import load_inception
 
         self.device = torch.device(device)
-        self.net, digest = load_inception(weights, self.device)
-        self.info.update(dim=2048, classes=1008, resize="tf1-bilinear to 299", weights_sha256=digest)
+        self.net, weights_info = load_inception(weights, self.device, verify=verify)
+        self.info.update(dim=2048, classes=1008, resize="tf1-bilinear to 299", **weights_info)
 
     def _forward(self, u8):
         if u8.shape[1] == 1:
@@ -75,12 +76,12 @@ class Inception(Extractor):
 
 
 def get_extractor(name: str = "auto", *, images_shape: tuple[int, ...] | None = None, weights: str | None = None,
-                  device: str | torch.device = "cpu") -> Extractor:
-    """``auto``: the digits proxy for 8x8 grey images, Inception otherwise."""
+                  device: str | torch.device = "cpu", verify: bool = True) -> Extractor:
+    """``auto``: the digits proxy for 8x8 grey images, Inception otherwise (``verify``: its weights' sha256)."""
     if name == "auto":
         name = "digits-proxy" if images_shape is not None and tuple(images_shape) == (1, 8, 8) else "inception"
     if name == "digits-proxy":
         return DigitsProxy()
     if name == "inception":
-        return Inception(weights, device)
+        return Inception(weights, device, verify=verify)
     raise ScorekitError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")

@@ -82,6 +82,12 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             if "mu" not in f or "sigma" not in f:
                 raise DataError(f"{path}: expected arrays 'mu' and 'sigma', found {', '.join(f.files)}")
-            return f["mu"].astype(np.float64), f["sigma"].astype(np.float64)
-    except (ValueError, OSError) as e:
+            mu, sigma = f["mu"].astype(np.float64), f["sigma"].astype(np.float64)
+    except (ValueError, OSError, TypeError) as e:
         raise DataError(f"{path}: not a readable .npz statistics file ({e})") from None
+    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+        raise DataError(f"{path}: mu must be a vector and sigma its square covariance, got shapes {mu.shape} and "
+                        f"{sigma.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise DataError(f"{path}: mu or sigma holds non-finite values")
+    return mu, sigma

@@ -204,21 +204,39 @@ def weights_path(path: str | Path | None = None) -> Path:
     return p
 
 
-def load_inception(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[InceptionV3TF, str]:
-    """The network with the checked local weights, and the file's sha256."""
+def load_inception(path: str | Path | None = None, device: str | torch.device = "cpu", *, verify: bool = True
+                   ) -> tuple[InceptionV3TF, dict]:
+    """The network with the local weights, and ``{"weights_sha256", "verified", "weights_file"}``.
+
+    pytorch-fid's and torch-fidelity's files hold the same tensors under the same names (torch-fidelity's
+    without BatchNorm's ``num_batches_tracked``); both load. A file whose sha256 does not start with
+    6726825d is refused unless ``verify`` is False (``--inception-unverified``), and then recorded as
+    unverified with its full sha256.
+    """
     from ..checkpoint import safe_torch_load
 
     p = weights_path(path)
     digest = sha256(p)
-    if not digest.startswith(SHA256_PREFIX):
-        raise ScorekitError(f"{p}: sha256 {digest[:16]}... does not start with {SHA256_PREFIX}; this is not the TF "
-                            f"Inception 2015-12-05 port ({' or '.join(WEIGHT_FILES)})")
+    verified = digest.startswith(SHA256_PREFIX)
+    if verify and not verified:
+        raise ScorekitError(f"{p}: sha256 starts with {digest[:8]}, expected {SHA256_PREFIX} (the TF Inception "
+                            f"2015-12-05 port: {' or '.join(WEIGHT_FILES)}); pass --inception-unverified to use "
+                            f"it anyway (the protocol then records its sha256 and verified: false)")
     state = safe_torch_load(p)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ScorekitError(f"{p}: expected a state dict of tensors, found {type(state).__name__}")
     net = InceptionV3TF()
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ScorekitError(f"{p}: tensors do not fit the Inception graph ({str(e).splitlines()[1].strip()})"
+                            ) from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     unexpected = [k for k in unexpected if not k.startswith("AuxLogits")]
     if missing or unexpected:
         raise ScorekitError(f"{p}: keys do not match the Inception graph (missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]})")
-    return net.to(device).eval().requires_grad_(False), digest
+    info = {"weights_sha256": digest, "verified": verified, "weights_file": p.name}
+    return net.to(device).eval().requires_grad_(False), info

@@ -73,10 +73,17 @@ def features_and_probs(u8: torch.Tensor, net: DigitsClassifier | None = None) ->
     return np.concatenate(feats), np.concatenate(probs)
 
 
-def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0) -> dict[str, float]:
+FEATURE_DIM = 128
+
+
+def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0) -> dict:
     """Proxy FD of the samples against the test digits, the real-vs-real floor at the same N (that many
-    training digits against the test digits) and the IS analogue of samples and of real digits."""
+    training digits against the test digits) and the IS analogue of samples and of real digits.
+
+    Below the rule of :mod:`scorekit.metrics.min_n` (FD: N >= 128, IS: N >= 100) a value is None, with
+    the reason in ``too_few_samples`` and the computed value in ``values_below_min_n``."""
     from ..data.sources import digits
+    from .min_n import too_few, withhold
 
     test, train = digits("test"), digits("train")
     f_test, _ = features_and_probs(test.images)
@@ -87,5 +94,10 @@ def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0) -> dict[str, fl
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(floor_seed))[:n]
     f_r, p_r = features_and_probs(train.images[idx])
     floor = frechet_distance(*feature_stats(f_r), mu_t, s_t)
-    return {"proxy_fd": fd, "proxy_fd_floor": floor, "proxy_is": inception_score(p_s, 1)[0],
-            "proxy_is_real": inception_score(p_r, 1)[0], "n": int(len(samples_u8))}
+    values = {"proxy_fd": fd, "proxy_fd_floor": floor, "proxy_is": inception_score(p_s, 1)[0],
+              "proxy_is_real": inception_score(p_r, 1)[0], "n": int(len(samples_u8))}
+    n = len(samples_u8)
+    fd_reason = too_few("proxy_fd", n, feature_dim=FEATURE_DIM)
+    is_reason = too_few("proxy_is", n)
+    return withhold(values, n, {"proxy_fd": fd_reason, "proxy_fd_floor": fd_reason, "proxy_is": is_reason,
+                                "proxy_is_real": is_reason})

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from tqdm.auto import tqdm
 
 from ..denoiser import Denoiser
+from ..progress import progress
 
 
 def progress_bar(items: Iterable, enabled: bool, desc: str) -> Iterable:
-    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True) if enabled else items
+    """A sampler's loop with progress (tqdm on a terminal, plain lines on a pipe), or the bare loop."""
+    return progress(items, desc=desc, unit="step", enabled=enabled, leave=False) if enabled else items
 
 
 def even_timesteps(num_levels: int, steps: int) -> torch.Tensor:
