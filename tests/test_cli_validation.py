@@ -32,6 +32,11 @@ BASE = {
     "toy": ["langevin", "--out", "{tmp}/toy"],
     "convert": ["diffusers", "{tmp}", "--out", "{tmp}/converted"],
     "export": ["diffusers", "{run}", "--out", "{tmp}/exported"],
+    "hype create": ["{run}", "--data", "digits", "--out", "{tmp}/study"],
+    "hype serve": ["{tmp}"],
+    "hype raters": ["{tmp}"],
+    "hype report": ["{tmp}"],
+    "hype export": ["{tmp}", "--csv"],
 }
 
 
@@ -44,9 +49,16 @@ def runs(tmp_path_factory):
     return root
 
 
-def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
+def _subparsers(parser: argparse.ArgumentParser | None = None, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every (sub)command's parser by its name, nested ones as "hype create"."""
+    out = {}
+    action = next(a for a in (parser or build_parser())._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in action.choices.items():
+        if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+            out.update(_subparsers(sub, f"{prefix}{name} "))
+        else:
+            out[f"{prefix}{name}"] = sub
+    return out
 
 
 def bad_values(action: argparse.Action) -> list[str]:
@@ -90,7 +102,7 @@ def _argv(name: str, runs, tmp) -> list[str]:
 
 
 def test_every_command_has_a_valid_base_invocation_and_the_common_options():
-    assert set(BASE) == {name for name, *_ in COMMANDS}
+    assert set(BASE) == set(_subparsers()) and {n.split()[0] for n in BASE} == {name for name, *_ in COMMANDS}
     for name, parser in _subparsers().items():
         flags = {s for a in parser._actions for s in a.option_strings}
         assert {"--no-progress", "--debug", "--help"} <= flags, name
@@ -110,13 +122,14 @@ def test_bad_option_values_exit_2_with_one_line_and_write_nothing(name, action, 
                                                                   monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = _argv(name, runs, tmp_path)
+    words = name.split()
     if action.option_strings:
         bad = [action.option_strings[0], value] + (["1"] * (action.nargs - 1) if isinstance(action.nargs, int) else [])
-        argv = [name, *base, *bad]
+        argv = [*words, *base, *bad]
     else:  # a positional argument: replace its value in the base invocation
         position = [a.dest for a in _subparsers()[name]._actions if not a.option_strings].index(action.dest)
-        argv = [name, *base]
-        argv[1 + position] = value
+        argv = [*words, *base]
+        argv[len(words) + position] = value
     before = snapshot(tmp_path, runs)
     code = main(argv)
     err = capsys.readouterr().err
@@ -168,6 +181,12 @@ SEMANTIC = [
     (["convert", "ncsnv2", "{tmp}/afile", "--out", "{tmp}/c"], "needs --preset"),
     (["export", "diffusers", "{ncsn}", "--out", "{tmp}/e"], "DDPM runs"),
     (["toy", "langevin", "--out", "{tmp}/afile"], "exists and is not a folder"),
+    (["hype", "create", "{run}", "--data", "digits", "--out", "{tmp}/s", "--per-rater", "7"], "must be even"),
+    (["hype", "create", "{run}", "--data", "digits", "--out", "{tmp}/s", "--n-real", "1497"], "1492 or fewer"),
+    (["hype", "create", "{run}", "--data", "digits", "--out", "{tmp}/s", "--n-fake", "10"], "needs 50 fake"),
+    (["hype", "create", "{run}", "--data", "digits", "--out", "{tmp}"], "not an empty folder"),
+    (["hype", "serve", "{tmp}"], "not a HYPE study"),
+    (["hype", "report", "{run}"], "not a HYPE study"),
 ]
 
 

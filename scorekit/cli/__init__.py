@@ -18,10 +18,10 @@ import tempfile
 import traceback
 
 from ..errors import ScorekitError
-from . import basic, evaluation, inpaint, interop, ncsn, running
+from . import basic, evaluation, hype, inpaint, interop, ncsn, running
 
-COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *evaluation.COMMANDS, *inpaint.COMMANDS, *ncsn.COMMANDS,
-            *interop.COMMANDS]
+COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *evaluation.COMMANDS, *inpaint.COMMANDS, *hype.COMMANDS,
+            *ncsn.COMMANDS, *interop.COMMANDS]
 
 
 class UsageError(ScorekitError):
@@ -35,7 +35,7 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _common_options() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     common.add_argument("--debug", action="store_true", help="print the full traceback of an internal error")
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: scorekit train ddpm-digits --out runs/digits && scorekit sample runs/digits --n 64")
     parser.add_argument("--version", action="version", version=f"scorekit {__import__('scorekit').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
-    common = _common_options()
+    common = common_options()
     for name, help_text, add_args, func in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=(func.__doc__ or help_text).strip(), parents=[common],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
