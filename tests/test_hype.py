@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -21,7 +20,7 @@ from scorekit.cli import main
 from scorekit.data import digits
 from scorekit.hype.report import Judgments, bootstrap, hype_scores, markdown, summarize
 from scorekit.hype.server import serve_in_thread
-from scorekit.hype.study import add_raters, connect, create_study, judgments
+from scorekit.hype.study import connect, create_study, judgments
 
 # ----- statistics -----------------------------------------------------------------------------------------
 
