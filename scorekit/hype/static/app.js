@@ -12,9 +12,12 @@ function show(section) {
   view = section;
 }
 
+function bar(s) {
+  $("bar-fill").style.width = `${(100 * s.answered) / Math.max(s.tutorial_total + s.test_total, 1)}%`;
+}
+
 function progress(s) {
-  const total = s.tutorial_total + s.test_total;
-  $("bar-fill").style.width = `${(100 * s.answered) / Math.max(total, 1)}%`;
+  bar(s);
   if (s.phase === "tutorial") $("progress").textContent = `Tutorial: image ${s.position + 1} of ${s.tutorial_total}`;
   else if (s.phase === "test") $("progress").textContent = `Image ${s.position + 1} of ${s.test_total}`;
   else $("progress").textContent = `Finished: ${s.test_total} images judged`;
@@ -69,7 +72,7 @@ async function submit(value) {
       $("feedback-text").textContent = `${ok ? "Correct" : "Not quite"}: this image is ${res.truth}.`;
       $("feedback").hidden = false;
       current = res.state;
-      progress(res.state);
+      bar(res.state);  // the label keeps naming the image the feedback is about until Continue
     } else {
       render(res.state, true);
     }
