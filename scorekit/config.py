@@ -33,7 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "process.ladder": ("geometric", "uniform"),
     "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest"),
     "model.output": ("eps", "x0", "mean", "score", "sigma_score"),
-    "model.variance": ("fixedlarge", "fixedsmall", "learned_range"),
+    "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
     "training.loss": ("mse", "kl", "hybrid", "dsm"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),
@@ -77,7 +77,7 @@ class ModelConfig:
     dropout: float = 0.1  # unet
     ngf: int = 128  # ncsn*: base channels
     output: str = "eps"  # what the network outputs: eps | x0 | mean | score | sigma_score
-    variance: str = "fixedlarge"  # reverse-process variance: fixedlarge | fixedsmall | learned_range
+    variance: str = "fixedlarge"  # reverse-process variance: fixedlarge | fixedsmall | learned_range | learned
 
 
 @dataclass
@@ -100,6 +100,8 @@ class TrainingConfig:
     channels_last: bool = True  # channels-last memory format (faster convolutions on GPUs)
     seed: int = 0
     log_every: int = 100
+    test_every: int = 500  # loss on fixed held-out (test split) and held-in batches every N steps; 0 = never
+    test_batch: int = 256  # images in each of those fixed batches
     checkpoint_every: int = 5000
     keep_checkpoints: int = 2
     sample_every: int = 0  # write a sample grid every N steps; 0 = only at the end
@@ -222,11 +224,11 @@ def validate(cfg: Config) -> Config:
     _positive(cfg, ["data.resolution", "process.num_timesteps", "process.num_levels", "model.ch", "model.ngf",
                     "model.num_res_blocks", "training.steps", "training.batch_size", "training.lr",
                     "training.grad_accum", "training.log_every", "training.checkpoint_every",
-                    "training.keep_checkpoints", "training.max_nonfinite", "sampling.num_samples",
-                    "sampling.batch_size", "sampling.n_steps_each", "sampling.step_lr"])
+                    "training.keep_checkpoints", "training.max_nonfinite", "training.test_batch",
+                    "sampling.num_samples", "sampling.batch_size", "sampling.n_steps_each", "sampling.step_lr"])
     _positive(cfg, ["training.warmup", "training.grad_clip", "training.weight_decay", "sampling.steps",
-                    "training.sample_every", "data.centre_crop", "data.num_workers", "eval.bpd_images",
-                    "eval.proxy_samples"], strict=False)
+                    "training.test_every", "training.sample_every", "data.centre_crop", "data.num_workers",
+                    "eval.bpd_images", "eval.proxy_samples"], strict=False)
     if cfg.data.channels not in (1, 3):
         raise ConfigError(f"data.channels: must be 1 or 3, got {cfg.data.channels}")
     if not 0.0 <= cfg.model.dropout < 1.0:
@@ -256,10 +258,12 @@ def validate(cfg: Config) -> Config:
         if cfg.data.resolution % 2 ** (len(m.ch_mult) - 1):
             raise ConfigError(f"model.ch_mult: {len(m.ch_mult)} levels need data.resolution divisible by "
                               f"{2 ** (len(m.ch_mult) - 1)}, got {cfg.data.resolution}")
-    if m.variance == "learned_range" and cfg.training.loss == "mse":
+    if m.variance in ("learned_range", "learned") and cfg.training.loss == "mse":
         raise ConfigError("training.loss: a learned variance is trained with kl or hybrid, not mse")
-    if cfg.training.loss == "hybrid" and m.variance != "learned_range":
-        raise ConfigError("training.loss: hybrid needs model.variance=learned_range")
+    if cfg.training.loss == "hybrid" and m.variance not in ("learned_range", "learned"):
+        raise ConfigError("training.loss: hybrid needs a learned variance (model.variance=learned_range or learned)")
+    if m.variance in ("learned_range", "learned") and m.arch != "unet":
+        raise ConfigError(f"model.variance: a learned variance needs the U-Net (model.arch=unet), got {m.arch}")
     if m.output == "mean" and p.kind != "vp":
         raise ConfigError("model.output: the posterior-mean parameterization needs process.kind=vp")
     if cfg.family == "ddpm" and (p.kind != "vp" or m.arch != "unet"):

@@ -34,6 +34,12 @@ class Variance(str, Enum):
     FIXEDLARGE = "fixedlarge"  # sigma_t^2 = beta_t (the step variance)
     FIXEDSMALL = "fixedsmall"  # sigma_t^2 = beta~_t (the posterior variance)
     LEARNED_RANGE = "learned_range"  # improved DDPM: log-space interpolation between the two
+    LEARNED = "learned"  # DDPM's Table 2 "learned diagonal": the network outputs the log-variance itself
+
+    @property
+    def is_learned(self) -> bool:
+        """The network outputs the variance in extra channels (2C outputs)."""
+        return self in (Variance.LEARNED_RANGE, Variance.LEARNED)
 
 
 @dataclass
@@ -41,7 +47,7 @@ class Prediction:
     x0: torch.Tensor
     eps: torch.Tensor
     out: torch.Tensor  # the network's output (variance channels split off)
-    v: torch.Tensor | None = None  # learned-range interpolation output in [-1, 1]
+    v: torch.Tensor | None = None  # the variance channels: learned_range's v in [-1, 1], or learned's log-variance
 
 
 class Denoiser(nn.Module):
@@ -136,7 +142,7 @@ class Denoiser(nn.Module):
             t = t.expand(x_t.shape[0])
         out = (self.raw(x_t, t) if raw is None else raw).to(x_t.dtype)
         v = None
-        if self.variance is Variance.LEARNED_RANGE:
+        if self.variance.is_learned:
             out, v = out.chunk(2, dim=1)
         p = self.process
         if self.output is Output.EPS:
@@ -178,7 +184,11 @@ class Denoiser(nn.Module):
         pred = self(x_t, t, clip=clip, raw=raw)
         p = self.process
         kind = Variance(variance) if variance is not None else self.variance
-        if kind is Variance.LEARNED_RANGE:
+        if kind is Variance.LEARNED:
+            if pred.v is None:
+                raise ValueError("this network does not output a variance; use fixedlarge or fixedsmall")
+            log_var = pred.v
+        elif kind is Variance.LEARNED_RANGE:
             if pred.v is None:
                 raise ValueError("this network does not output a variance; use fixedlarge or fixedsmall")
             frac = (pred.v + 1) / 2

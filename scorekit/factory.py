@@ -22,7 +22,7 @@ def build_process(cfg: Config) -> DiscreteProcess:
 def build_net(cfg: Config) -> nn.Module:
     m, d = cfg.model, cfg.data
     if m.arch == "unet":
-        out_ch = d.channels * (2 if m.variance == "learned_range" else 1)
+        out_ch = d.channels * (2 if m.variance in ("learned_range", "learned") else 1)
         return UNet(resolution=d.resolution, in_ch=d.channels, out_ch=out_ch, ch=m.ch, ch_mult=tuple(m.ch_mult),
                     num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout)
     from .nets.refinenet import build_refinenet

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .denoiser import Denoiser, Output, Variance
+from .denoiser import Denoiser, Output
 from .processes.base import expand_like, normal_kl
 
 LOSSES = ("mse", "kl", "hybrid", "dsm")
@@ -83,12 +83,12 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
     if loss_type not in ("mse", "hybrid"):
         raise ValueError(f"unknown DDPM loss {loss_type!r}; choose mse, kl or hybrid")
     raw = denoiser.raw(x_t, t).to(x0.dtype)
-    learned = denoiser.variance is Variance.LEARNED_RANGE
+    learned = denoiser.variance.is_learned
     out, v = raw.chunk(2, dim=1) if learned else (raw, None)
     loss = mean_flat((mse_target(denoiser, x0, x_t, t, eps) - out) ** 2)
     if loss_type == "hybrid":
         if not learned:
-            raise ValueError("the hybrid loss needs a learned variance (model.variance=learned_range)")
+            raise ValueError("the hybrid loss needs a learned variance (model.variance=learned_range or learned)")
         loss = loss + hybrid_weight * vb_terms_bpd(denoiser, x0, x_t, t, raw=torch.cat([out.detach(), v], 1))[0]
     return loss
 

@@ -24,7 +24,7 @@ from .data import BatchStream, build_source, micro_batch_slice, preprocess
 from .denoiser import Denoiser
 from .dist import Dist
 from .ema import EMA
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, DataError, TrainingError
 from .factory import build_denoiser
 from .losses import ddpm_loss, dsm_loss
 from .progress import progress
@@ -109,6 +109,7 @@ class Trainer:
                                           eps=tc.adam_eps, weight_decay=tc.weight_decay,
                                           **({"fused": True} if cuda else {"foreach": True}))
         self.step = 0
+        self._fixed = None
         self.train_net = self.net
         if tc.compile:
             self.train_net = torch.compile(self.train_net)
@@ -183,6 +184,40 @@ class Trainer:
         self.step += 1
         return float(loss_all), float(grad_norm), finite
 
+    # ----- held-out loss ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def fixed_losses(self, train_source) -> dict[str, float]:
+        """The objective on fixed batches: the first ``test_batch`` test images (``test_loss``) and training
+        images (``train_loss_fixed``), with the same noise levels and noise every time, so the two curves are
+        smooth and comparable (the memorisation check: train loss close to test loss)."""
+        if self._fixed is None:
+            tc, shape = self.cfg.training, self.denoiser.image_shape
+            try:
+                test_source = build_source(self.cfg.data, "test")
+            except DataError:
+                test_source = None
+            g = torch.Generator().manual_seed(image_seed(tc.seed, 2**40))
+            n = tc.test_batch
+            t = torch.randint(0, self.denoiser.process.num_levels, (n,), generator=g)
+            noise = torch.randn((n, *shape), generator=g)
+            dequant = torch.rand((n, *shape), generator=g) if self.cfg.data.dequantize == "uniform" else None
+            self._fixed = {}
+            for name, src in (("test_loss", test_source), ("train_loss_fixed", train_source)):
+                if src is not None:
+                    k = min(n, len(src))
+                    u8 = src.images[:k] if src.images is not None else torch.stack([src[i] for i in range(k)])
+                    x0 = preprocess(u8, self.denoiser.data_range,
+                                    dequant_noise=None if dequant is None else dequant[:k])
+                    self._fixed[name] = tuple(v.to(self.device) for v in (x0, t[:k], noise[:k]))
+        self.net.eval()
+        out = {}
+        for name, (x0, t, noise) in self._fixed.items():
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out[name] = float(objective(self.cfg, self.denoiser, x0, t, noise).float().mean())
+        self.net.train()
+        return out
+
     # ----- the loop ---------------------------------------------------------------------------------------
 
     def fit(self, source=None) -> TrainResult:
@@ -221,6 +256,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{sum(window) / max(len(window), 1):.4f}", img_s=f"{ips:.0f}")
                     window, t_last, seen_last = [], now, self.step
                 bar.update(1)
+                if tc.test_every and (self.step % tc.test_every == 0 or self.step == tc.steps) and dist.main:
+                    logger.log(self.step, self.fixed_losses(source))
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0 and dist.main:

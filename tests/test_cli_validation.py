@@ -32,6 +32,7 @@ BASE = {
     "toy": ["langevin", "--out", "{tmp}/toy"],
     "convert": ["diffusers", "{tmp}", "--out", "{tmp}/converted"],
     "export": ["diffusers", "{run}", "--out", "{tmp}/exported"],
+    "study": ["ema", "--out", "{tmp}/study"],
     "hype create": ["{run}", "--data", "digits", "--out", "{tmp}/study"],
     "hype serve": ["{tmp}"],
     "hype raters": ["{tmp}"],
@@ -186,6 +187,11 @@ SEMANTIC = [
     (["hype", "create", "{run}", "--data", "digits", "--out", "{tmp}/s", "--n-fake", "10"], "needs 50 fake"),
     (["hype", "create", "{run}", "--data", "digits", "--out", "{tmp}"], "not an empty folder"),
     (["hype", "serve", "{tmp}"], "not a HYPE study"),
+    (["study", "ema", "--out", "{tmp}/afile"], "exists and is not a folder"),
+    (["study", "ema", "--out", "{tmp}/s", "--steps", "3"], "--checkpoints 5: more than the 3 training steps"),
+    (["study", "ema", "--out", "{tmp}/s", "training.ema_decay=0"], "has no EMA"),
+    (["study", "ema", "--out", "{tmp}/s", "--base", "nope"], "unknown preset 'nope'"),
+    (["study", "ema", "--out", "{tmp}/s", "training.nope=1"], "unknown key training.nope"),
     (["hype", "report", "{run}"], "not a HYPE study"),
 ]
 

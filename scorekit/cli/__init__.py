@@ -18,10 +18,10 @@ import tempfile
 import traceback
 
 from ..errors import ScorekitError
-from . import basic, evaluation, hype, inpaint, interop, ncsn, running
+from . import basic, evaluation, hype, inpaint, interop, ncsn, running, study
 
 COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *evaluation.COMMANDS, *inpaint.COMMANDS, *hype.COMMANDS,
-            *ncsn.COMMANDS, *interop.COMMANDS]
+            *study.COMMANDS, *ncsn.COMMANDS, *interop.COMMANDS]
 
 
 class UsageError(ScorekitError):

@@ -196,7 +196,8 @@ def import_diffusers(folder: str | Path, out: str | Path) -> Path:
 def export_diffusers(denoiser, out: str | Path) -> Path:
     """``scorekit export diffusers RUN``: a folder that ``DDPMPipeline.from_pretrained`` loads."""
     cfg = denoiser.config
-    if cfg.family != "ddpm" or cfg.model.output not in ("eps", "x0") or cfg.model.variance == "learned_range":
+    if cfg.family != "ddpm" or cfg.model.output not in ("eps", "x0") or cfg.model.variance not in ("fixedlarge",
+                                                                                                   "fixedsmall"):
         raise CheckpointError("diffusers' DDPMPipeline takes eps- or x0-predicting DDPM runs with a fixed variance")
     out = Path(out)
     m, d = cfg.model, cfg.data

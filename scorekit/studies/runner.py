@@ -1,0 +1,244 @@
+"""What every study shares: a folder of ordinary run directories (one per arm), training them with resume,
+measuring checkpoints with results written into each run's own ``eval/`` folder (so a re-run reuses them
+and the report can be checked against them), and writing the report (Markdown, CSV, JSON, figures).
+
+A study composes what train / evaluate / quality already do; it adds no training logic of its own.
+Re-running a study resumes it: finished runs are skipped, interrupted ones continue bit for bit, and
+measurements already made are read back.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config, load_config
+from ..errors import ScorekitError, TrainingError
+from ..images import atomic_write_bytes, to_uint8
+from ..rng import ImageRNG
+from ..run import RunDir
+
+
+@dataclass
+class Arm:
+    """One run of a study: a folder name, its label in tables, and overrides over the study's base config."""
+
+    name: str
+    label: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """The study's inputs: where, which base config, how many steps, how many samples per measurement."""
+
+    folder: Path
+    base: str
+    overrides: list[str]
+    steps: int
+    n: int = 500
+    checkpoints: int = 5
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    extractor: str = "auto"
+    inception_weights: str | None = None
+
+    def config(self, arm: Arm) -> Config:
+        return load_config(self.base, self.arm_overrides(arm))
+
+    def arm_overrides(self, arm: Arm) -> list[str]:
+        every = max(1, self.steps // self.checkpoints)
+        return [*self.overrides, f"training.steps={self.steps}", f"training.checkpoint_every={every}",
+                f"training.keep_checkpoints={self.checkpoints + 1}", *arm.overrides]
+
+    def run_dir(self, arm: Arm) -> Path:
+        return self.folder / "runs" / arm.name
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+
+def train_arms(ctx: Context, arms: list[Arm]) -> dict[str, str | None]:
+    """Train every arm into its run directory (skipping finished ones, resuming interrupted ones).
+    Returns, per arm, None when it trained or why it stopped (e.g. non-finite losses: the paper's
+    "unstable")."""
+    from ..train import train_run
+
+    for arm in arms:  # every arm's configuration is checked before the first one trains
+        ctx.config(arm)
+    status: dict[str, str | None] = {}
+    for i, arm in enumerate(arms):
+        run = RunDir(ctx.run_dir(arm))
+        failed = run.path / "FAILED"
+        latest = run.checkpoints()[-1][0] if run.checkpoints() else 0
+        if failed.is_file():
+            status[arm.name] = failed.read_text().strip()
+            ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: stopped before ({status[arm.name]})")
+            continue
+        if latest >= ctx.steps:
+            ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: trained ({latest} steps), skipped")
+            status[arm.name] = None
+            continue
+        ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: training {ctx.steps} steps" +
+                (f" (resuming at {latest})" if latest else ""))
+        try:
+            train_run(ctx.base, run.path, ctx.arm_overrides(arm), device=ctx.device, progress=ctx.progress,
+                      evaluate=False)
+            status[arm.name] = None
+        except TrainingError as e:
+            status[arm.name] = str(e).split(";")[0]
+            atomic_write_bytes(failed, (status[arm.name] + "\n").encode())
+            ctx.say(f"    {arm.label}: {status[arm.name]}")
+    return status
+
+
+def measured(run: Path, key: str, compute: Callable[[], dict]) -> dict:
+    """``compute()`` once per run and key: the result is kept in ``run/eval/<key>.json`` and read back."""
+    path = run / "eval" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+    return result
+
+
+class FrechetMeter:
+    """FD of samples against the data's reference split with the study's extractor: the digits proxy for
+    8x8 grey digits (against the test digits), Inception otherwise (against the training split, as the
+    papers measured)."""
+
+    def __init__(self, ctx: Context, cfg: Config):
+        from ..data.sources import build_source
+        from ..metrics.extractors import get_extractor
+        from ..metrics.frechet import feature_stats
+        from ..quality import Reference
+
+        shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+        self.extractor = get_extractor(ctx.extractor, images_shape=shape, weights=ctx.inception_weights,
+                                       device=ctx.device)
+        split = "test" if cfg.data.dataset == "digits" else "train"
+        src = build_source(cfg.data, split)
+        images = src.images if src.images is not None else torch.stack([src[i] for i in range(len(src))])
+        feats, _ = self.extractor(images)
+        self.ref = Reference(f"{cfg.data.dataset} {split} split", len(feats), *feature_stats(feats), feats)
+        self.name = "proxy FD" if self.extractor.name == "digits-proxy" else "FID"
+
+    def __call__(self, images_u8: torch.Tensor) -> float:
+        from ..metrics.frechet import feature_stats, frechet_distance
+
+        feats, _ = self.extractor(images_u8)
+        return frechet_distance(*feature_stats(feats), self.ref.mu, self.ref.sigma)
+
+    def describe(self) -> dict:
+        return {"metric": self.name, "extractor": self.extractor.info, "reference": self.ref.description,
+                "reference_n": self.ref.n}
+
+
+@torch.no_grad()
+def sample_images(denoiser, n: int, *, seed: int, options: dict | None = None, sampler: str | None = None,
+                  batch_size: int = 256, final_level: bool = False) -> dict[str, torch.Tensor]:
+    """uint8 samples with the run's sampler (image i from (seed, i)); with ``final_level`` (Langevin) also
+    the samples before the final denoising step, from the same chains (the rebuttal's comparison)."""
+    from ..samplers import sample, sampling_options
+
+    cfg = denoiser.config
+    name = sampler or cfg.sampling.sampler
+    opts = {**sampling_options(cfg.sampling), **(options or {})}
+    out: dict[str, list] = {"samples": [], "before_denoising": []}
+    last: dict = {}
+
+    def keep(info: dict) -> None:
+        if not info.get("denoised"):
+            last["x"] = info["x"]
+
+    for start in range(0, n, batch_size):
+        idx = range(start, min(n, start + batch_size))
+        x = sample(denoiser, name, (len(idx), *denoiser.image_shape), ImageRNG(seed, idx, denoiser.device),
+                   callback=keep if final_level else None, **opts)
+        out["samples"].append(to_uint8(x, denoiser.data_range))
+        if final_level:
+            out["before_denoising"].append(to_uint8(last["x"], denoiser.data_range))
+    return {k: torch.cat(v) for k, v in out.items() if v}
+
+
+# ----- the report ---------------------------------------------------------------------------------------
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def fmt(v, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine(device: str = "cpu") -> str:
+    """``AMD EPYC 7B13, 2 cores`` (the CPU model from /proc/cpuinfo where there is one), or the GPU's name."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
+def write_report(ctx: Context, name: str, title: str, body: str, payload: dict, command: str) -> Path:
+    """report.md (title, command, the study's body) and <name>.json (the protocol and every number)."""
+    protocol = {"study": name, "base": ctx.base, "overrides": ctx.overrides, "steps": ctx.steps,
+                "samples_per_measurement": ctx.n, "checkpoints": ctx.checkpoints, "seed": ctx.seed,
+                "device": ctx.device, "command": command, "torch": torch.__version__,
+                "machine": machine(ctx.device),
+                "date": datetime.date.today().isoformat()}
+    atomic_write_bytes(ctx.folder / f"{name}.json",
+                       (json.dumps({"protocol": protocol, **payload}, indent=2) + "\n").encode())
+    text = f"# {title}\n\n`{command}` ({protocol['date']}, {protocol['machine']}, torch {torch.__version__})\n\n{body}"
+    atomic_write_bytes(ctx.folder / "report.md", text.encode())
+    return ctx.folder / "report.md"
+
+
+def checkpoint_steps(ctx: Context, arm: Arm) -> list[tuple[int, Path]]:
+    """The scheduled checkpoints of an arm (every steps // checkpoints, and the last): a checkpoint written
+    when a run was interrupted is not measured, so a resumed study reports what an uninterrupted one does."""
+    every = max(1, ctx.steps // ctx.checkpoints)
+    steps = [(s, p) for s, p in RunDir(ctx.run_dir(arm)).checkpoints() if s % every == 0 or s == ctx.steps]
+    if not steps:
+        raise ScorekitError(f"{ctx.run_dir(arm)}: no checkpoints to measure")
+    return steps
+
+
+def loss_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """The run's logged losses from metrics.jsonl: the training loss and the fixed held-in / held-out ones."""
+    curves: dict[str, list] = {"loss": [], "train_loss_fixed": [], "test_loss": []}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for k in curves:
+            if k in row:
+                curves[k].append((row["step"], row[k]))
+    return curves

@@ -1,0 +1,123 @@
+"""The papers' experiments as studies: tiny versions end to end, the report against the runs' own files,
+resume, the KDE baseline, and unstable runs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scorekit.cli import main
+from scorekit.config import load_config
+from scorekit.data import digits
+from scorekit.studies.memorization import kde_samples, nn_distance
+from scorekit.studies.runner import Arm, Context, loss_curves, train_arms
+
+TINY_NCSN = ["model.ngf=8", "process.num_levels=6", "sampling.n_steps_each=2"]
+TINY_DDPM = ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "process.num_timesteps=20",
+             "sampling.steps=0"]
+FILES = {
+    "ncsn-techniques": ["ncsn-techniques.csv", "ncsn-techniques.png", "ncsn-techniques.json"],
+    "ema": ["ema.csv", "ema.png", "ema.json"],
+    "memorization": ["memorization.csv", "memorization_losses.csv", "memorization_losses.png",
+                     "memorization_distances.png", "memorization_model_neighbours.png",
+                     "memorization_kde_neighbours.png", "memorization.json"],
+    "ddpm-objectives": ["ddpm-objectives.csv", "ddpm-objectives.json"],
+}
+
+
+def study(name, folder, *extra):
+    overrides = TINY_DDPM if name == "ddpm-objectives" else TINY_NCSN
+    assert main(["study", name, "--out", str(folder), "--steps", "6", "--n", "24", "--checkpoints", "2",
+                 "--no-progress", *extra, *overrides, "training.batch_size=16"]) == 0
+    return json.loads((folder / f"{name}.json").read_text())
+
+
+def _eval(folder, arm, key):
+    return json.loads((folder / "runs" / arm / "eval" / f"{key}.json").read_text())
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_path, capsys, monkeypatch):
+    import scorekit.studies.ncsn_techniques as nt
+
+    monkeypatch.setattr(nt, "NCSN_V1", [*nt.NCSN_V1[:3], "sampling.n_steps_each=2", nt.NCSN_V1[4]])  # fast sampling
+    res = study(name, tmp_path)
+    for f in ["report.md", *FILES[name]]:
+        assert (tmp_path / f).stat().st_size > 100, f
+    assert res["protocol"]["study"] == name and res["protocol"]["steps"] == 6
+    report = (tmp_path / "report.md").read_text()
+    if name == "ncsn-techniques":
+        assert [r["model"] for r in res["rows"]] == ["NCSN", "NCSN_{1,2,4}", "NCSN_{1,2,4,5}", "NCSNv2"]
+        for arm, label in (("ncsn", "NCSN"), ("ncsnv2", "NCSNv2")):
+            for p in res["curves"][label]:
+                assert p == _eval(tmp_path, arm, f"ncsn-techniques_step{p['step']}_n24_seed0")
+        assert load_config(tmp_path / "runs" / "ncsn" / "config.yaml").model.arch == "ncsn"
+        assert load_config(tmp_path / "runs" / "ncsn_1245" / "config.yaml").training.ema_decay > 0
+        assert load_config(tmp_path / "runs" / "ncsn_124" / "config.yaml").training.ema_decay == 0
+    elif name == "ema":
+        for p in res["points"]:
+            assert p["fd_ema"] == _eval(tmp_path, "run", f"ema_step{p['step']}_ema_n24_seed0")["fd"]
+            assert p["fd_raw"] == _eval(tmp_path, "run", f"ema_step{p['step']}_raw_n24_seed0")["fd"]
+        assert f"{res['points'][-1]['fd_ema']:.2f}" in report
+    elif name == "memorization":
+        curves = loss_curves(tmp_path / "runs" / "run")
+        assert res["final_losses"]["test_loss"] == curves["test_loss"][-1][1]
+        assert len(curves["test_loss"]) == 6  # test_every = steps // 40, at least 1
+        kde = next(d for d in res["distances"] if d["images"] == "KDE baseline samples")
+        assert kde["copies"] == 1.0  # the KDE baseline returns training images
+    else:
+        rows = {r["arm"]: r for r in res["rows"]}
+        assert len(rows) == 6
+        for arm, row in rows.items():
+            if row["status"] == "trained":
+                assert row["fd"] == _eval(tmp_path, arm, "ddpm-objectives_n24_seed0")["fd"]
+                assert f"{row['bpd']:.3f}" in report
+        assert load_config(tmp_path / "runs" / "mean_l_learned" / "config.yaml").model.variance == "learned"
+
+
+def test_a_resumed_study_gives_the_same_report(tmp_path):
+    from scorekit.train import train_run
+
+    full = study("ema", tmp_path / "a")
+    ctx = Context(tmp_path / "b", "ncsnv2-digits", [*TINY_NCSN, "training.batch_size=16"], 6, n=24, checkpoints=2)
+    arm = Arm("run", "the base preset")
+    overrides = [o for o in ctx.arm_overrides(arm) if not o.startswith("training.steps")] + ["training.steps=4"]
+    train_run("ncsnv2-digits", ctx.run_dir(arm), overrides, device="cpu", progress=False, evaluate=False)
+    resumed = study("ema", tmp_path / "b")  # picks the run up at step 4, trains to 6, measures
+    assert resumed["points"] == full["points"]
+    again = study("ema", tmp_path / "b")  # everything done: nothing retrained, the same numbers read back
+    assert again["points"] == full["points"]
+
+
+def test_the_kde_baseline_returns_training_images_and_a_noised_copy_does_not():
+    cfg = load_config("ncsnv2-digits", ["sampling.n_steps_each=5"])
+    train = digits("train").images[:20]
+    samples = kde_samples(cfg, train, 20, seed=0, device="cpu")
+    assert np.max(nn_distance(samples, train)) < 1.0  # on a training image (uint8 units, whole image)
+    noised = (train.float() + 12 * torch.randn(train.shape, generator=torch.Generator().manual_seed(0)))
+    noised = noised.clamp(0, 255).round().to(torch.uint8)
+    assert np.min(nn_distance(noised, train)) > 40.0
+
+
+def test_an_unstable_run_is_reported_as_such_and_not_retrained(tmp_path, monkeypatch, capsys):
+    import scorekit.train as tr
+
+    real = tr.objective
+    monkeypatch.setattr(tr, "objective", lambda cfg, *a: real(cfg, *a) * (float("nan")
+                                                                        if cfg.model.variance == "learned" else 1))
+    ctx = Context(tmp_path, "ddpm-digits", [*TINY_DDPM, "training.batch_size=16", "training.max_nonfinite=2"], 4,
+                  n=24, checkpoints=2, progress=False)
+    arms = [Arm("stable", "fixed", ["training.loss=kl"]),
+            Arm("unstable", "learned", ["model.variance=learned", "training.loss=kl"])]
+    status = train_arms(ctx, arms)
+    assert status["stable"] is None and "2 non-finite losses or gradients in a row" in status["unstable"]
+    assert train_arms(ctx, arms) == status  # the FAILED note is read back: not retrained
+    assert "stopped before" in capsys.readouterr().out
+
+
+def test_study_refuses_a_base_of_the_wrong_family(tmp_path, capsys):
+    assert main(["study", "ncsn-techniques", "--out", str(tmp_path / "x"), "--base", "ddpm-digits"]) == 2
+    assert "needs an NCSN preset" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["study", "ddpm-objectives", "--out", str(tmp_path / "x"), "--base", "ncsnv2-digits"]) == 2
+    assert "needs a DDPM preset" in capsys.readouterr().err and not (tmp_path / "x").exists()
