@@ -38,7 +38,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),
     "sampling.sampler": ("ancestral", "langevin", "ddim", "euler", "heun", "rk45", "dpm2m", "pc",
-                         "euler_ancestral"),
+                         "euler_ancestral", "edm_stochastic", "dpm2m_sde", "restart"),
+    "sampling.schedule": ("auto", "karras", "logsnr", "uniform", "quad"),
 }
 
 
@@ -112,6 +113,7 @@ class TrainingConfig:
 class SamplingConfig:
     sampler: str = "ancestral"
     steps: int = 0  # 0 = the sampler's default (all levels for ancestral / langevin)
+    schedule: str = "auto"  # auto (searched for the run, else the sampler's) | karras | logsnr | uniform | quad
     clip_denoised: bool = True
     n_steps_each: int = 5  # langevin: T steps per noise level
     step_lr: float = 6.2e-6  # langevin: eps of alpha_i = eps sigma_i^2 / sigma_L^2

@@ -105,7 +105,7 @@ class Denoiser(nn.Module):
         d = Denoiser(net, self.process, output=self.output, variance=self.variance, data_range=self.data_range,
                      image_shape=self.image_shape, timestep_map=self.timestep_map)
         d._label_process, d._nfe = self._label_process, self._nfe
-        for attr in ("config", "checkpoint_step", "uses_ema"):
+        for attr in ("config", "checkpoint_step", "uses_ema", "schedules"):
             if hasattr(self, attr):
                 setattr(d, attr, getattr(self, attr))
         return d

@@ -106,6 +106,7 @@ def describe_metrics(values: dict) -> str:
 
 def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor, metrics: list[str], seed: int = 0,
                       batch_size: int = 256, sampler: str | None = None, steps: int | None = None,
+                      schedule: str | None = None,
                       is_splits: int = 10, checkpoint: str | None = None, dist=None, progress: bool = False,
                       precision: str | None = None, compile: bool | None = None) -> dict:
     """Sample n images (sharded over processes), extract features, compute the metrics; return the
@@ -114,15 +115,16 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
     from .evaluate import generate
 
     cfg = denoiser.config
-    options = {"steps": steps} if steps else {}
+    options = {**({"steps": steps} if steps else {}), **({"schedule": schedule} if schedule else {})}
     images = generate(denoiser, n, seed=seed, batch_size=batch_size, sampler=sampler, options=options,
                       progress=progress, dist=dist, precision=precision, compile=compile)
     feats, logits = extractor(images)
     values = compute_metrics(feats, logits, ref, metrics, is_splits=is_splits)
-    from .samplers import accepted_options, sampling_options
+    from .samplers import accepted_options, resolve_schedule, sampling_options
 
     name = sampler or cfg.sampling.sampler
-    sampling = {k: v for k, v in accepted_options(name, sampling_options(cfg.sampling)).items() if k != "steps"}
+    resolved = resolve_schedule(denoiser, name, {**sampling_options(cfg.sampling), **options})
+    sampling = {k: v for k, v in accepted_options(name, resolved).items() if k != "steps"}  # a searched schedule too
     return {
         "metrics": values,
         "protocol": {
@@ -167,3 +169,30 @@ def write_sweep(csv_path: Path, png_path: Path, rows: list[dict], metric: str, n
         ax.legend()
         ax.grid(alpha=0.3)
     return best
+
+
+class FrechetMeter:
+    """FD of samples against the data's reference split: with the digits proxy for 8x8 grey digits (against
+    the test digits, as every digits figure in scorekit), with Inception otherwise (against the training
+    split, as the papers measured). Used by the studies and the schedule search."""
+
+    def __init__(self, cfg, *, extractor: str = "auto", weights: str | None = None, device: str = "cpu"):
+        from .data.sources import build_source
+        from .metrics.extractors import get_extractor
+
+        shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+        self.extractor = get_extractor(extractor, images_shape=shape, weights=weights, device=device)
+        split = "test" if cfg.data.dataset == "digits" else "train"
+        src = build_source(cfg.data, split)
+        images = src.images if src.images is not None else torch.stack([src[i] for i in range(len(src))])
+        feats, _ = self.extractor(images)
+        self.ref = Reference(f"{cfg.data.dataset} {split} split", len(feats), *feature_stats(feats), feats)
+        self.name = "proxy FD" if self.extractor.name == "digits-proxy" else "FID"
+
+    def __call__(self, images_u8: torch.Tensor) -> float:
+        feats, _ = self.extractor(images_u8)
+        return frechet_distance(*feature_stats(feats), self.ref.mu, self.ref.sigma)
+
+    def describe(self) -> dict:
+        return {"metric": self.name, "extractor": self.extractor.info, "reference": self.ref.description,
+                "reference_n": self.ref.n}

@@ -116,4 +116,9 @@ def load(run_or_checkpoint: str | Path, *, ema: bool = True, device: str | torch
         raise CheckpointError(f"{path}: weights do not fit the configured network ({str(e).splitlines()[0]})") from None
     denoiser.checkpoint_step = ck.step
     denoiser.uses_ema = bool(ema and ck.ema)
+    run_dir = path.parent.parent  # RUN/checkpoints/step_*.safetensors
+    if (run_dir / "config.yaml").is_file():
+        from .schedule_search import load_schedules
+
+        denoiser.schedules = load_schedules(run_dir)  # searched time-step schedules (schedule="auto")
     return denoiser.to(device).eval()

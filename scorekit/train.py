@@ -366,9 +366,11 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
         run.remove_stale_temporaries()
     dist.barrier()
     trainer = Trainer(cfg, run.path, dist, progress=progress)
-    if trainer.resume() and dist.main:
-        run.truncate_metrics(trainer.step)
-        print(f"resuming {run.path} at step {trainer.step} of {cfg.training.steps}", flush=True)
+    resumed = trainer.resume()
+    if dist.main:
+        run.truncate_metrics(trainer.step)  # lines logged after the checkpoint (all of them when starting afresh)
+        if resumed:
+            print(f"resuming {run.path} at step {trainer.step} of {cfg.training.steps}", flush=True)
     result = trainer.fit(data)
     if result.interrupted:
         if dist.main:

@@ -22,6 +22,7 @@ BASE = {
     "train": ["ddpm-digits", "--out", "{tmp}/new"],
     "sample": ["{run}"],
     "bpd": ["{run}"],
+    "tune-schedule": ["{run}", "--steps", "3"],
     "fid-ref": ["digits", "--out", "{tmp}/stats.npz"],
     "eval": ["{run}"],
     "neighbours": ["{run}", "--data", "digits"],
@@ -158,6 +159,9 @@ SEMANTIC = [
     (["eval", "{run}", "--ref", "{tmp}/no-folder"], "not `digits`, a preset"),
     (["eval", "{run}", "--steps", "21", "--sampler", "ancestral"], "at most 20"),
     (["bpd", "{ncsn}"], "defined for DDPM (VP) runs"),
+    (["tune-schedule", "{run}", "--steps", "30", "--sampler", "ancestral"], "at most 20"),
+    (["tune-schedule", "{run}", "--steps", "3", "--sampler", "rk45"], "has no step schedule to search"),
+    (["tune-schedule", "{run}/checkpoints", "--steps", "3"], "needs a run directory"),
     (["neighbours", "{run}", "--data", "{tmp}/no-folder"], "not `digits`, a preset"),
     (["neighbours", "{tmp}/s.npz", "--data", "digits"], "no such samples file"),
     (["neighbours", "{run}", "--data", "digits", "--k", "99"], None),  # fine: 1497 training digits

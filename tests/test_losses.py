@@ -89,3 +89,33 @@ def test_kl_loss_is_smallest_for_the_exact_denoiser():
 
     worse = ddpm_loss(Denoiser(Biased(exact.net), p), x0, t, eps, "kl").mean()
     assert worse > base
+
+
+def test_learned_diagonal_variance_is_the_networks_log_variance_and_the_bound_trains_it():
+    """DDPM's Table 2 'learned diagonal Sigma': the extra output channels are log sigma_t^2 itself, and the
+    true bound's KL term is the closed form between the posterior and N(mean, exp(log_var))."""
+    from scorekit.denoiser import Denoiser
+    from scorekit.losses import vb_terms_bpd
+    from scorekit.processes.base import normal_kl
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_var = torch.nn.Parameter(torch.tensor(-4.0))
+
+        def forward(self, x, label):
+            return torch.cat([torch.zeros_like(x), self.log_var.expand_as(x)], dim=1)
+
+    process = VPProcess.from_schedule("linear", 20)
+    d = Denoiser(Net(), process, output="eps", variance="learned")
+    x0 = torch.rand(3, 1, 2, 2) * 2 - 1
+    t = torch.tensor([3, 7, 12])
+    x_t = process.q_sample(x0, t, torch.randn_like(x0))
+    mean, log_var, _ = d.p_mean_variance(x_t, t)
+    assert torch.allclose(log_var, torch.full_like(log_var, -4.0))
+    true_mean, _, true_log_var = process.q_posterior(x0, x_t, t)
+    kl = normal_kl(true_mean, true_log_var, mean, log_var).flatten(1).mean(1) / math.log(2)
+    assert torch.allclose(vb_terms_bpd(d, x0, x_t, t)[0], kl, atol=1e-6)
+    loss = ddpm_loss(d, x0, t, torch.randn_like(x0), "kl").mean()
+    loss.backward()
+    assert d.net.log_var.grad is not None and d.net.log_var.grad.abs() > 0

@@ -18,7 +18,8 @@ MIX = GaussianMixture([0.3, 0.7], [[-0.6, -0.4], [0.5, 0.3]], [[0.04, 0.02], [0.
 PROCESSES = {"vp": VPProcess.from_schedule("linear", 1000), "ve": VEProcess.from_ladder(20.0, 0.01, 300)}
 # (few steps, many steps) per sampler; langevin counts Langevin steps per level via n_steps_each
 STEPS = {"ancestral": (5, 300), "ddim": (5, 100), "euler": (4, 100), "heun": (3, 40), "rk45": (None, None),
-         "dpm2m": (3, 40), "pc": (10, 300), "euler_ancestral": (5, 200), "langevin": (1, 3)}
+         "dpm2m": (3, 40), "pc": (10, 300), "euler_ancestral": (5, 200), "langevin": (1, 3),
+         "edm_stochastic": (3, 40), "dpm2m_sde": (4, 100), "restart": (3, 30)}
 
 
 def _errors(x: torch.Tensor) -> torch.Tensor:

@@ -47,8 +47,8 @@ def test_resume_is_bit_identical(tmp_path):
     a, b = _latest(tmp_path / "a"), _latest(tmp_path / "b")
     assert a.step == b.step == 6 and a.state["samples_seen"] == 96
     _assert_same_state(a, b)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]  # no line lost or repeated
 
 
 def test_train_on_a_run_directory_resumes_it_with_its_saved_config(tmp_path, capsys):
@@ -68,6 +68,15 @@ def test_train_on_a_run_directory_resumes_it_with_its_saved_config(tmp_path, cap
     assert main(["train", str(tmp_path / "empty")]) == 2
     assert "without config.yaml is not a run" in capsys.readouterr().err
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_fresh_start_drops_metric_lines_of_a_run_killed_before_its_first_checkpoint(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)))
+    _train(tmp_path, TINY + ["training.steps=2"])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss" in r]  # (the held-out losses of the last step have their own line)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] != 9.0 for r in rows)
 
 
 def test_keeps_only_the_last_k_checkpoints(tmp_path):

@@ -115,6 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         denoiser = first if path == paths[0] else load(path, ema=not args.no_ema, device=dist.device)
         res = evaluate_denoiser(denoiser, n=args.n, ref=ref, extractor=ext, metrics=metrics, seed=args.seed,
                                 batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
+                                schedule=args.schedule,
                                 is_splits=args.is_splits, checkpoint=str(path), dist=dist,
                                 progress=not args.no_progress and dist.main, precision="bf16" if args.bf16 else None,
                                 compile=args.compile or None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ScorekitError
 from .args import SEED, Number, device, existing_path, real
-from .running import add_sampler_args
+from .running import add_sampler_args, sampler_options
 
 PER_RATER_DEFAULT, N_DEFAULT = 100, 2000
 
@@ -73,7 +73,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         from ..evaluate import generate
 
         fakes = generate(denoiser, n_fake + half_t, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
-                         options={"steps": args.steps} if args.steps else None, progress=not args.no_progress)
+                         options=sampler_options(args), progress=not args.no_progress)
     else:
         fakes = torch.from_numpy(samples[:n_fake + half_t]).permute(0, 3, 1, 2).contiguous()
     order = np.random.RandomState(args.seed).permutation(len(source))[:n_real + half_t]

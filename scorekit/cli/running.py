@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import CHOICES
 from ..errors import ScorekitError
-from .args import BATCH, COUNT, SEED, STEPS_OR_DEFAULT, Number, device, out_paths, real
+from .args import BATCH, COUNT, SEED, STEPS_OR_DEFAULT, Number, device, existing_file, out_paths, real
 
 SAMPLER_NAMES = CHOICES["sampling.sampler"]
 
@@ -84,7 +84,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     sampler = args.sampler or cfg.sampling.sampler
     check_steps(denoiser, sampler, args.steps)
     paths = out_paths(args.out, Path(args.run) / "samples" / f"seed{args.seed}", "grid.png")
-    options = {"steps": args.steps} if args.steps else {}
+    options = sampler_options(args)
     t0 = time.perf_counter()
     images = generate(denoiser, args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
                       options=options, progress=not args.no_progress, precision="bf16" if args.bf16 else None,
@@ -107,10 +107,17 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
+def sampler_options(args: argparse.Namespace) -> dict:
+    """The sampler options given on the command line (--steps, --schedule)."""
+    return {**({"steps": args.steps} if args.steps else {}), **({"schedule": args.schedule} if args.schedule else {})}
+
+
 def add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=SAMPLER_NAMES, metavar="NAME",
                    help=f"{', '.join(SAMPLER_NAMES)} (default: the run's)")
     p.add_argument("--steps", type=STEPS_OR_DEFAULT, default=0, help="sampler steps (default 0: the sampler's own)")
+    p.add_argument("--schedule", choices=CHOICES["sampling.schedule"],
+                   help="time-step schedule (default: the run's; auto = one searched by tune-schedule, if any)")
     p.add_argument("--seed", type=SEED, default=0, help="base seed; image i uses (seed, i)")
     p.add_argument("--batch-size", type=BATCH, default=256)
 
@@ -171,3 +178,50 @@ COMMANDS = [
     ("sample", "sample images from a run", _sample_args, cmd_sample),
     ("bpd", "bits/dim of a run on a data split", _bpd_args, cmd_bpd),
 ]
+
+
+def cmd_tune_schedule(args: argparse.Namespace) -> int:
+    """Search a time-step schedule for this run, sampler and number of steps on a cheap criterion: the FD of
+    --n samples (digits proxy on digits runs; Inception elsewhere, with --inception-weights), all drawn
+    with the same seed, over a family of schedules (EDM's rho spacing, uniform, quadratic) and then one
+    level at a time. The result, checked on two other seeds against the default schedule, is saved in
+    RUN/schedules.json; `scorekit sample RUN --sampler S --steps K` (schedule auto) then uses it."""
+    from ..quality import FrechetMeter
+    from ..run import RunDir
+    from ..schedule_search import save_schedule, search_schedule
+
+    run = Path(args.run)
+    if not (run / "config.yaml").is_file():
+        raise ScorekitError(f"{run}: tune-schedule needs a run directory (the schedule is saved there)")
+    denoiser = _load(args)
+    sampler = args.sampler or denoiser.config.sampling.sampler
+    if sampler in ("langevin", "rk45"):
+        raise ScorekitError(f"--sampler {sampler}: has no step schedule to search (Langevin: per-level steps; "
+                            "rk45: adaptive)")
+    check_steps(denoiser, sampler, args.steps)
+    meter = FrechetMeter(denoiser.config, extractor=args.extractor, weights=args.inception_weights,
+                         device=str(denoiser.device))
+    say = print if not args.no_progress else (lambda text: None)
+    res = search_schedule(denoiser, sampler, args.steps, meter, n=args.n, seed=args.seed, rounds=args.rounds,
+                          say=say)
+    path = save_schedule(RunDir(run).path, sampler, args.steps, res, f"{meter.name} of {args.n} samples")
+    v = res["validation"]
+    print(f"{sampler} at {args.steps} steps: {meter.name} {res['value']:.2f} on the search seed (default schedule "
+          f"{res['default_value']:.2f}); on seeds {res['validation_seeds']}: {[round(x, 2) for x in v['searched']]} "
+          f"against {[round(x, 2) for x in v['default']]} -> {path}")
+    return 0
+
+
+def _tune_args(p: argparse.ArgumentParser) -> None:
+    _common_run_args(p)
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, metavar="NAME", help="default: the run's")
+    p.add_argument("--steps", type=Number(int, 2, 1000), required=True, help="the budget the schedule is for")
+    p.add_argument("--n", type=Number(int, 128, 100_000), default=256, help="samples per evaluation (256)")
+    p.add_argument("--rounds", type=Number(int, 0, 10), default=2, help="rounds of one-level moves (2)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--extractor", default="auto", choices=("auto", "inception", "digits-proxy"))
+    p.add_argument("--inception-weights", type=existing_file, metavar="PATH")
+
+
+COMMANDS.append(("tune-schedule", "search a time-step schedule for a run, sampler and step budget", _tune_args,
+                 cmd_tune_schedule))

@@ -17,13 +17,15 @@ from .common import prior_x, progress_bar, respace
 
 @torch.no_grad()
 def sample_ancestral(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = None,
+                     schedule: str = "uniform", timesteps: list[int] | None = None,
                      variance: Variance | str | None = None, clip_denoised: bool = True,
                      x_T: torch.Tensor | None = None, start: int | None = None,
                      callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """x_T ~ the prior (VP: N(0, I); VE: N(0, sigma_max^2 I)); for t = T..1:
     x_{t-1} = mu_theta(x_t, t) + sigma_t z (z = 0 at the last step).
 
-    ``steps`` < T runs on an evenly respaced subsequence of the levels (improved DDPM);
+    ``steps`` < T runs on a subsequence of the levels (improved DDPM's respacing) chosen by ``schedule``
+    (uniform, quad, karras, logsnr) or given as ``timesteps``;
     ``variance`` overrides the model's (fixedlarge / fixedsmall); ``clip_denoised`` clips the
     predicted x0 to the data range before taking the posterior mean (the authors' default);
     ``callback`` receives {i, t, x, x0} after every step (progressive generation). ``start`` begins the
@@ -31,7 +33,7 @@ def sample_ancestral(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, 
     """
     if shape[0] != len(rng):
         raise ValueError(f"batch size {shape[0]} does not match the {len(rng)} per-image generators")
-    denoiser = respace(denoiser, steps)
+    denoiser = respace(denoiser, steps, schedule, timesteps)
     process = denoiser.process
     device = denoiser.device
     first = process.num_levels - 1 if start is None else start

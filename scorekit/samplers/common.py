@@ -1,4 +1,4 @@
-"""Helpers shared by the samplers: progress bars and respacing of discrete levels."""
+"""Helpers shared by the samplers: progress, respacing of discrete levels, draws from the prior."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from ..denoiser import Denoiser
 from ..progress import progress
+from .schedules import level_schedule
 
 
 def progress_bar(items: Iterable, enabled: bool, desc: str) -> Iterable:
@@ -15,31 +16,18 @@ def progress_bar(items: Iterable, enabled: bool, desc: str) -> Iterable:
     return progress(items, desc=desc, unit="step", enabled=enabled, leave=False) if enabled else items
 
 
-def even_timesteps(num_levels: int, steps: int) -> torch.Tensor:
-    """``steps`` increasing levels spread evenly over 0..num_levels-1, always including both ends."""
-    if not 1 <= steps <= num_levels:
-        raise ValueError(f"steps must be in 1..{num_levels}, got {steps}")
-    if steps == 1:
-        return torch.tensor([num_levels - 1])
-    return torch.linspace(0, num_levels - 1, steps, dtype=torch.float64).round().long().unique()
-
-
-def respace(denoiser: Denoiser, steps: int | None) -> Denoiser:
-    """The denoiser on ``steps`` evenly spaced levels (itself when ``steps`` is None or all levels)."""
-    if steps is None or steps == denoiser.process.num_levels:
+def respace(denoiser: Denoiser, steps: int | None, schedule: str = "uniform",
+            timesteps: list[int] | torch.Tensor | None = None) -> Denoiser:
+    """The denoiser on ``steps`` of its levels chosen by ``schedule`` (or on explicit ``timesteps``); itself when
+    every level is used (improved DDPM's respacing)."""
+    if timesteps is None:
+        if steps is None or (steps == denoiser.process.num_levels and schedule == "uniform"):
+            return denoiser
+        timesteps = level_schedule(denoiser.process, steps, schedule)
+    timesteps = torch.as_tensor(timesteps, dtype=torch.long)
+    if len(timesteps) == denoiser.process.num_levels:
         return denoiser
-    return denoiser.respaced(even_timesteps(denoiser.process.num_levels, steps))
-
-
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """EDM's noise levels (Karras et al. 2022, Eq. 5): n levels from sigma_max down to sigma_min, evenly
-    spaced in sigma^(1/rho), followed by 0. float64, shape (n + 1,)."""
-    if n < 1:
-        raise ValueError(f"need at least one step, got {n}")
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    sigmas = (hi + ramp * (lo - hi)) ** rho
-    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+    return denoiser.respaced(timesteps)
 
 
 def prior_x(denoiser: Denoiser, shape: tuple[int, ...], rng, t: int) -> torch.Tensor:

@@ -118,7 +118,8 @@ def sample_langevin_interpolation(denoiser: Denoiser, rows: int, n_interpolation
 
 @torch.no_grad()
 def sample_pc(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = None,
-              snr: float = 0.16, n_corrector: int = 1, norms: str = "batch", denoise: bool = True,
+              schedule: str = "uniform", timesteps: list[int] | None = None, snr: float = 0.16,
+              n_corrector: int = 1, norms: str = "batch", denoise: bool = True,
               callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3) on the model's levels: at each level
     ``n_corrector`` Langevin corrector steps of size eps = 2 alpha_t (snr ||z|| / ||s||)^2, then the
@@ -137,7 +138,7 @@ def sample_pc(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, step
         raise ValueError(f"batch size {shape[0]} does not match the {len(rng)} per-image generators")
     if norms not in ("batch", "image"):
         raise ValueError(f"norms must be batch or image, got {norms!r}")
-    denoiser = respace(denoiser, steps)
+    denoiser = respace(denoiser, steps, schedule, timesteps)
     process = denoiser.process
     x = prior_x(denoiser, shape, rng, process.num_levels - 1)
     x_mean = x

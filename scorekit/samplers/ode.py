@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from ..denoiser import Denoiser
 from ..rng import ImageRNG
-from .common import karras_sigmas, prior_sample, prior_x, progress_bar
+from .common import prior_sample, prior_x, progress_bar
 from .rk45 import dopri5
+from .schedules import level_schedule, quad_timesteps, sigma_schedule
 
 
 def _check(shape: tuple[int, ...], rng: ImageRNG) -> None:
@@ -32,7 +32,7 @@ def ddim_timesteps(num_levels: int, steps: int, skip: str = "uniform") -> list[i
     if skip == "uniform":
         return list(range(0, num_levels, max(1, num_levels // steps)))
     if skip == "quad":
-        return sorted({int(v) for v in np.linspace(0, math.sqrt(num_levels * 0.8), steps) ** 2})
+        return quad_timesteps(num_levels, steps).tolist()
     raise ValueError(f"unknown DDIM skip {skip!r}; choose uniform or quad")
 
 
@@ -45,14 +45,21 @@ def _levels_as(process, t: int) -> tuple[float, float]:
 
 @torch.no_grad()
 def sample_ddim(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = 50,
-                eta: float = 0.0, skip: str = "uniform", clip_denoised: bool = False, x_T: torch.Tensor | None = None,
+                eta: float = 0.0, skip: str = "uniform", schedule: str | None = None,
+                timesteps: list[int] | None = None, clip_denoised: bool = False, x_T: torch.Tensor | None = None,
                 callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """DDIM (Song, Meng & Ermon 2021, Eq. 12): x_{t'} = a' x0 + sqrt(s'^2 - c^2) eps + c z with
     c = eta * a' sigma' sqrt(1 - sigma'^2 / sigma^2), the paper's sigma_t(eta) written for any process.
-    eta = 0 is deterministic; eta = 1 on all levels is DDPM's ancestral sampler with fixedsmall."""
+    eta = 0 is deterministic; eta = 1 on all levels is DDPM's ancestral sampler with fixedsmall. The levels are
+    DDIM's ``skip`` (uniform or quad, as in its code), another ``schedule`` (schedules.py), or ``timesteps``."""
     _check(shape, rng)
     process = denoiser.process
-    seq = ddim_timesteps(process.num_levels, steps or process.num_levels, skip)
+    if timesteps is not None:
+        seq = sorted(int(t) for t in timesteps)
+    elif schedule in ("karras", "logsnr"):
+        seq = level_schedule(process, min(steps or 50, process.num_levels), schedule).tolist()
+    else:
+        seq = ddim_timesteps(process.num_levels, steps or process.num_levels, schedule or skip)
     x = prior_x(denoiser, shape, rng, seq[-1]) if x_T is None else x_T.to(denoiser.device)
     for i, t in enumerate(progress_bar(list(reversed(seq)), progress, "ddim")):
         prev = seq[len(seq) - 2 - i] if i < len(seq) - 1 else -1
@@ -94,34 +101,36 @@ def _denoise(denoiser: Denoiser, x: torch.Tensor, sigma: float | torch.Tensor, c
     return denoiser.denoise(x, sigma, clip=clip)
 
 
-def _karras(denoiser: Denoiser, steps: int, sigmas: torch.Tensor | None, rho: float) -> torch.Tensor:
+def sigmas_of(denoiser: Denoiser, steps: int, sigmas, schedule: str, rho: float) -> torch.Tensor:
+    """Explicit ``sigmas`` (decreasing, ending in 0), or ``steps`` levels of ``schedule`` (schedules.py)."""
     if sigmas is not None:
         return torch.as_tensor(sigmas, dtype=torch.float64)
-    return karras_sigmas(steps, denoiser.sigma_min, denoiser.sigma_max, rho)
+    return sigma_schedule(denoiser, steps, schedule, rho)
 
 
 @torch.no_grad()
 def sample_euler(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = 50,
-                 sigmas: torch.Tensor | None = None, rho: float = 7.0, clip_denoised: bool = False,
-                 x_T: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
-                 progress: bool = False) -> torch.Tensor:
+                 sigmas: torch.Tensor | None = None, schedule: str = "karras", rho: float = 7.0,
+                 clip_denoised: bool = False, x_T: torch.Tensor | None = None,
+                 callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """Euler's method on the probability-flow ODE over EDM's sigma spacing (rho = 7); NFE = steps."""
-    return _edm(denoiser, shape, rng, steps or 50, sigmas, rho, clip_denoised, x_T, callback, progress, heun=False)
+    sig = sigmas_of(denoiser, steps or 50, sigmas, schedule, rho)
+    return _edm(denoiser, shape, rng, sig, clip_denoised, x_T, callback, progress, heun=False)
 
 
 @torch.no_grad()
 def sample_heun(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = 18,
-                sigmas: torch.Tensor | None = None, rho: float = 7.0, clip_denoised: bool = False,
-                x_T: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
-                progress: bool = False) -> torch.Tensor:
+                sigmas: torch.Tensor | None = None, schedule: str = "karras", rho: float = 7.0,
+                clip_denoised: bool = False, x_T: torch.Tensor | None = None,
+                callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """EDM Algorithm 1 (deterministic): Heun's 2nd-order method on the probability-flow ODE, Euler for the
     last step to sigma = 0; NFE = 2 steps - 1."""
-    return _edm(denoiser, shape, rng, steps or 18, sigmas, rho, clip_denoised, x_T, callback, progress, heun=True)
+    sig = sigmas_of(denoiser, steps or 18, sigmas, schedule, rho)
+    return _edm(denoiser, shape, rng, sig, clip_denoised, x_T, callback, progress, heun=True)
 
 
-def _edm(denoiser, shape, rng, steps, sigmas, rho, clip, x_T, callback, progress, heun):
+def _edm(denoiser, shape, rng, sig, clip, x_T, callback, progress, heun):
     _check(shape, rng)
-    sig = _karras(denoiser, steps, sigmas, rho)
     x = prior_sample(denoiser, shape, rng, float(sig[0])) if x_T is None else x_T.to(denoiser.device)
     for i in progress_bar(range(len(sig) - 1), progress, "heun" if heun else "euler"):
         s, s_next = float(sig[i]), float(sig[i + 1])
@@ -160,14 +169,14 @@ def sample_rk45(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, rt
 
 @torch.no_grad()
 def sample_dpm2m(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = 20,
-                 sigmas: torch.Tensor | None = None, rho: float = 7.0, clip_denoised: bool = False,
-                 x_T: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
-                 progress: bool = False) -> torch.Tensor:
+                 sigmas: torch.Tensor | None = None, schedule: str = "karras", rho: float = 7.0,
+                 clip_denoised: bool = False, x_T: torch.Tensor | None = None,
+                 callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) in lambda = -log sigma with data prediction:
     x_{i+1} = (sigma_{i+1}/sigma_i) x_i - (e^{-h} - 1) D_i', D_i' the second-order multistep combination;
     the first step and the last (to sigma = 0) are first order. NFE = steps."""
     _check(shape, rng)
-    sig = _karras(denoiser, steps or 20, sigmas, rho)
+    sig = sigmas_of(denoiser, steps or 20, sigmas, schedule, rho)
     x = prior_sample(denoiser, shape, rng, float(sig[0])) if x_T is None else x_T.to(denoiser.device)
     old, h_last = None, None
     for i in progress_bar(range(len(sig) - 1), progress, "dpm2m"):
@@ -191,14 +200,14 @@ def sample_dpm2m(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, s
 
 @torch.no_grad()
 def sample_euler_ancestral(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = 50,
-                           sigmas: torch.Tensor | None = None, rho: float = 7.0, eta: float = 1.0,
-                           clip_denoised: bool = False, x_T: torch.Tensor | None = None,
+                           sigmas: torch.Tensor | None = None, schedule: str = "karras", rho: float = 7.0,
+                           eta: float = 1.0, clip_denoised: bool = False, x_T: torch.Tensor | None = None,
                            callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """Euler-ancestral (k-diffusion): an Euler step down to sigma_down, then fresh noise of std sigma_up,
     with sigma_up^2 = eta^2 sigma'^2 (sigma^2 - sigma'^2) / sigma^2 (the posterior's) and
     sigma_down^2 = sigma'^2 - sigma_up^2. NFE = steps."""
     _check(shape, rng)
-    sig = _karras(denoiser, steps or 50, sigmas, rho)
+    sig = sigmas_of(denoiser, steps or 50, sigmas, schedule, rho)
     x = prior_sample(denoiser, shape, rng, float(sig[0])) if x_T is None else x_T.to(denoiser.device)
     for i in progress_bar(range(len(sig) - 1), progress, "euler_ancestral"):
         s, s_next = float(sig[i]), float(sig[i + 1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 from .runner import (
     Arm,
     Context,
-    FrechetMeter,
     markdown_table,
     measured,
     sample_images,
@@ -54,7 +53,7 @@ def run(ctx: Context, command: str) -> dict:
     base = ctx.config(Arm("base", "base"))
     arms = [Arm(name, f"{group.split(' (')[0]}, {label}", overrides) for group, label, name, overrides in ROWS]
     status = train_arms(ctx, arms)
-    meter = FrechetMeter(ctx, base)
+    meter = ctx.meter(base)
     rows = []
     for (group, label, name, _), arm in zip(ROWS, arms):
         row = {"group": group, "objective": label, "arm": name, "status": status[name] or "trained"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 from .runner import (
     Arm,
     Context,
-    FrechetMeter,
     checkpoint_steps,
     markdown_table,
     measured,
@@ -38,7 +37,7 @@ def run(ctx: Context, command: str) -> dict:
     status = train_arms(ctx, [arm])[arm.name]
     if status:
         raise ScorekitError(f"the run stopped: {status}")
-    meter = FrechetMeter(ctx, cfg)
+    meter = ctx.meter(cfg)
     points = []
     for step, path in checkpoint_steps(ctx, arm):
         row = {"step": step}

@@ -13,7 +13,6 @@ from __future__ import annotations
 from .runner import (
     Arm,
     Context,
-    FrechetMeter,
     checkpoint_steps,
     markdown_table,
     measured,
@@ -76,7 +75,7 @@ def run(ctx: Context, command: str) -> dict:
     techniques = measured(ctx.folder, "techniques", lambda: plan(ctx))
     study_arms = arms(ctx, techniques)
     status = train_arms(ctx, study_arms)
-    meter = FrechetMeter(ctx, cfg)
+    meter = ctx.meter(cfg)
     rows, curves = [], {}
     for arm in study_arms:
         if status[arm.name]:

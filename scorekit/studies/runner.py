@@ -24,6 +24,7 @@ import torch
 from ..config import Config, load_config
 from ..errors import ScorekitError, TrainingError
 from ..images import atomic_write_bytes, to_uint8
+from ..quality import FrechetMeter
 from ..rng import ImageRNG
 from ..run import RunDir
 
@@ -61,6 +62,10 @@ class Context:
         return [*self.overrides, f"training.steps={self.steps}", f"training.checkpoint_every={every}",
                 f"training.keep_checkpoints={self.checkpoints + 1}", *arm.overrides]
 
+    def meter(self, cfg: Config) -> FrechetMeter:
+        """FD against the data's reference split with the study's extractor (see quality.FrechetMeter)."""
+        return FrechetMeter(cfg, extractor=self.extractor, weights=self.inception_weights, device=self.device)
+
     def run_dir(self, arm: Arm) -> Path:
         return self.folder / "runs" / arm.name
 
@@ -92,8 +97,10 @@ def train_arms(ctx: Context, arms: list[Arm]) -> dict[str, str | None]:
         ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: training {ctx.steps} steps" +
                 (f" (resuming at {latest})" if latest else ""))
         try:
-            train_run(ctx.base, run.path, ctx.arm_overrides(arm), device=ctx.device, progress=ctx.progress,
-                      evaluate=False)
+            result = train_run(ctx.base, run.path, ctx.arm_overrides(arm), device=ctx.device, progress=ctx.progress,
+                               evaluate=False)
+            if result.interrupted:  # SIGINT / SIGTERM: the run checkpointed; the same command resumes the study
+                raise KeyboardInterrupt
             status[arm.name] = None
         except TrainingError as e:
             status[arm.name] = str(e).split(";")[0]
@@ -110,38 +117,6 @@ def measured(run: Path, key: str, compute: Callable[[], dict]) -> dict:
     result = compute()
     atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
     return result
-
-
-class FrechetMeter:
-    """FD of samples against the data's reference split with the study's extractor: the digits proxy for
-    8x8 grey digits (against the test digits), Inception otherwise (against the training split, as the
-    papers measured)."""
-
-    def __init__(self, ctx: Context, cfg: Config):
-        from ..data.sources import build_source
-        from ..metrics.extractors import get_extractor
-        from ..metrics.frechet import feature_stats
-        from ..quality import Reference
-
-        shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
-        self.extractor = get_extractor(ctx.extractor, images_shape=shape, weights=ctx.inception_weights,
-                                       device=ctx.device)
-        split = "test" if cfg.data.dataset == "digits" else "train"
-        src = build_source(cfg.data, split)
-        images = src.images if src.images is not None else torch.stack([src[i] for i in range(len(src))])
-        feats, _ = self.extractor(images)
-        self.ref = Reference(f"{cfg.data.dataset} {split} split", len(feats), *feature_stats(feats), feats)
-        self.name = "proxy FD" if self.extractor.name == "digits-proxy" else "FID"
-
-    def __call__(self, images_u8: torch.Tensor) -> float:
-        from ..metrics.frechet import feature_stats, frechet_distance
-
-        feats, _ = self.extractor(images_u8)
-        return frechet_distance(*feature_stats(feats), self.ref.mu, self.ref.sigma)
-
-    def describe(self) -> dict:
-        return {"metric": self.name, "extractor": self.extractor.info, "reference": self.ref.description,
-                "reference_n": self.ref.n}
 
 
 @torch.no_grad()
