@@ -135,7 +135,7 @@ class EvalConfig:
 class Config:
     name: str = "custom"
     description: str = ""
-    family: str = "ddpm"  # ddpm | ncsn
+    family: str = "ddpm"  # ddpm (VP process, data in [-1, 1]) | ncsn (VE process, data in [0, 1]); any network
     data: DataConfig = field(default_factory=DataConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -268,10 +268,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.variance: a learned variance needs the U-Net (model.arch=unet), got {m.arch}")
     if m.output == "mean" and p.kind != "vp":
         raise ConfigError("model.output: the posterior-mean parameterization needs process.kind=vp")
-    if cfg.family == "ddpm" and (p.kind != "vp" or m.arch != "unet"):
-        raise ConfigError("family: ddpm needs process.kind=vp and model.arch=unet")
-    if cfg.family == "ncsn" and (p.kind != "ve" or m.arch == "unet"):
-        raise ConfigError("family: ncsn needs process.kind=ve and an ncsn* model.arch")
+    if cfg.family == "ddpm" and p.kind != "vp":
+        raise ConfigError("family: ddpm is the VP process (process.kind=vp); NCSN's VE process is family: ncsn")
+    if cfg.family == "ncsn" and p.kind != "ve":
+        raise ConfigError("family: ncsn is the VE process (process.kind=ve); DDPM's VP process is family: ddpm")
     return cfg
 
 

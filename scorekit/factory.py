@@ -27,8 +27,10 @@ def build_net(cfg: Config) -> nn.Module:
                     num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout)
     from .nets.refinenet import build_refinenet
 
-    return build_refinenet(m.arch, channels=d.channels, ngf=m.ngf, num_levels=cfg.process.num_levels,
-                           resolution=d.resolution)
+    p = cfg.process
+    return build_refinenet(m.arch, channels=d.channels, ngf=m.ngf,
+                           num_levels=p.num_levels if p.kind == "ve" else p.num_timesteps,
+                           resolution=d.resolution, centered=p.kind == "vp")
 
 
 def data_range(cfg: Config) -> tuple[float, float]:

@@ -18,6 +18,20 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+OUTPUTS = {"eps": "predicts eps", "x0": "predicts x0", "mean": "predicts the posterior mean",
+           "score": "outputs the score", "sigma_score": "outputs sigma x score (technique 3's scaling)"}
+
+
+def pairing(cfg: Config) -> str:
+    """Which network serves which process, in words: any network trains on either process."""
+    m, p = cfg.model, cfg.process
+    net = "U-Net" if m.arch == "unet" else {"ncsn": "NCSN RefineNet (conditional)"}.get(m.arch, f"{m.arch} RefineNet")
+    home = (m.arch == "unet") == (p.kind == "vp")
+    process = "DDPM's VP process" if p.kind == "vp" else "NCSN's VE process"
+    return (f"{net} on {process}, {OUTPUTS[m.output]}, loss {cfg.training.loss}"
+            + ("" if home else " (a cross pairing: the network of the other family)"))
+
+
 def describe_config(cfg: Config, parameters: int) -> dict:
     d, p, m, t = cfg.data, cfg.process, cfg.model, cfg.training
     if p.kind == "vp":
@@ -30,7 +44,8 @@ def describe_config(cfg: Config, parameters: int) -> dict:
     else:
         network = f"{m.arch} ngf={m.ngf}"
     return {"name": cfg.name, "description": cfg.description, "family": cfg.family, "process": process,
-            "network": network, "parameters": parameters, "output": m.output, "variance": m.variance,
+            "network": network, "pairing": pairing(cfg), "parameters": parameters, "output": m.output,
+            "variance": m.variance,
             "data": f"{d.dataset} {d.channels}x{d.resolution}x{d.resolution}"
                     f"{' ' + d.path if d.path else ''}{', random flips' if d.random_flip else ''}",
             "training": f"{t.steps} steps, batch {t.batch_size}, Adam lr {t.lr:g} (warmup {t.warmup}), "
@@ -54,8 +69,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    for key in ("name", "description", "family", "process", "network", "output", "variance", "data", "training",
-                "sampling"):
+    for key in ("name", "description", "family", "process", "network", "pairing", "output", "variance", "data",
+                "training", "sampling"):
         print(f"{key:12s} {info[key]}")
     print(f"{'parameters':12s} {params:,}")
     if "checkpoints" in info:

@@ -1,8 +1,9 @@
 """NCSN v1 (conditional RefineNet with dilations) and NCSNv2 / NCSNv2Deeper / NCSNv2Deepest.
 
-Input images in [0, 1] are mapped to 2x - 1 inside. NCSN v1 returns the score and is conditioned on the
-authors' level index; the NCSNv2 networks are unconditional (technique 3) and return sigma * score,
-which the denoiser divides by sigma.
+Input images in [0, 1] are mapped to 2x - 1 inside (the authors' ``centered: false``); on a VP process, whose
+data is already in [-1, 1], ``centered=True`` takes them as they are. NCSN v1 returns the score and is
+conditioned on the level index; the NCSNv2 networks are unconditional (technique 3) and return sigma * score,
+which the denoiser divides by sigma (or, trained as a DDPM model, eps).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class RefineNet(nn.Module):
     """``forward(x, label)``: x in [0, 1] of shape (B, C, H, W); label is the level index (used by NCSN v1)."""
 
     def __init__(self, arch: str = "ncsnv2", channels: int = 3, ngf: int = 128, num_classes: int | None = None,
-                 resolution: int = 32):
+                 resolution: int = 32, centered: bool = False):
         super().__init__()
+        self.centered = centered
         if arch not in ARCHS:
             raise ValueError(f"unknown RefineNet {arch!r}; choose one of {', '.join(ARCHS)}")
         self.conditional = arch == "ncsn"
@@ -63,7 +65,7 @@ class RefineNet(nn.Module):
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         y = label if self.conditional else None
-        h = self.begin_conv(2 * x - 1.0)
+        h = self.begin_conv(x if self.centered else 2 * x - 1.0)
         layers = []
         for name in self.stage_names:
             for block in getattr(self, name):
@@ -79,5 +81,5 @@ class RefineNet(nn.Module):
 
 
 def build_refinenet(arch: str, *, channels: int = 3, ngf: int = 128, num_levels: int = 10,
-                    resolution: int = 32) -> RefineNet:
-    return RefineNet(arch, channels, ngf, num_levels, resolution)
+                    resolution: int = 32, centered: bool = False) -> RefineNet:
+    return RefineNet(arch, channels, ngf, num_levels, resolution, centered)
