@@ -198,7 +198,7 @@ class Denoiser(nn.Module):
             log_var = expand_like(p.large_log_variance[t.to(p.device)], x_t)
         else:
             log_var = expand_like(p.posterior_log_variance_clipped[t.to(p.device)], x_t)
-        if self.output is Output.MEAN and not clip:
+        if self.output is Output.MEAN:  # the authors' 'xprev': the mean is the output; clipping touches x0 only
             mean = pred.out
         else:
             mean, _, _ = p.q_posterior(pred.x0, x_t, t)

@@ -76,3 +76,21 @@ def test_clip_keeps_x0_in_the_data_range():
                  output=Output.X0)
     pred = d(torch.zeros(1, 1, 1, 1), torch.tensor([10]), clip=True)
     assert pred.x0.item() == 1.0
+
+
+def test_mean_prediction_keeps_its_mean_when_x0_is_clipped():
+    """The authors' 'xprev' parameterization (diffusion_utils_2.p_mean_variance): the reverse mean is the network
+    output itself; clipping changes only the reported x0 (recomputing the mean from a clipped x0 was a bug)."""
+    from scorekit.denoiser import Denoiser
+    from scorekit.processes import VPProcess
+
+    class Net(torch.nn.Module):
+        def forward(self, x, label):
+            return 3.0 * torch.ones_like(x)  # a mean whose implied x0 lies far outside [-1, 1]
+
+    d = Denoiser(Net(), VPProcess.from_schedule("linear", 50), output="mean")
+    x = torch.zeros(2, 1, 2, 2)
+    t = torch.tensor([1, 30])
+    mean, _, x0 = d.p_mean_variance(x, t, clip=True)
+    assert torch.equal(mean, torch.full_like(x, 3.0))
+    assert float(x0.abs().max()) <= 1.0
