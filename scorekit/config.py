@@ -31,10 +31,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "process.kind": ("vp", "ve"),
     "process.schedule": ("linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine"),
     "process.ladder": ("geometric", "uniform"),
-    "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest"),
+    "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest", "classifier"),
     "model.output": ("eps", "x0", "mean", "score", "sigma_score"),
     "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
-    "training.loss": ("mse", "kl", "hybrid", "dsm"),
+    "training.loss": ("mse", "kl", "hybrid", "dsm", "ce"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),
     "sampling.sampler": ("ancestral", "langevin", "ddim", "euler", "heun", "rk45", "dpm2m", "pc",
@@ -79,6 +79,8 @@ class ModelConfig:
     ngf: int = 128  # ncsn*: base channels
     output: str = "eps"  # what the network outputs: eps | x0 | mean | score | sigma_score
     variance: str = "fixedlarge"  # reverse-process variance: fixedlarge | fixedsmall | learned_range | learned
+    num_classes: int = 0  # class-conditional with this many classes (0 = unconditional)
+    norm_groups: int = 0  # unet: GroupNorm groups of every layer; 0 = 32, or gcd(32, channels) where 32 doesn't divide
 
 
 @dataclass
@@ -96,6 +98,7 @@ class TrainingConfig:
     loss: str = "mse"  # mse (L_simple) | kl (true bound) | hybrid | dsm (NCSN)
     anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
     grad_accum: int = 1  # micro-batches per optimizer step
+    label_dropout: float = 0.0  # classifier-free guidance: probability that a label is replaced by "no class"
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
     compile: bool = False  # torch.compile the network (CUDA)
     channels_last: bool = True  # channels-last memory format (faster convolutions on GPUs)
@@ -118,6 +121,7 @@ class SamplingConfig:
     n_steps_each: int = 5  # langevin: T steps per noise level
     step_lr: float = 6.2e-6  # langevin: eps of alpha_i = eps sigma_i^2 / sigma_L^2
     denoise: bool = True  # langevin: final denoising step
+    guidance: float = 1.0  # classifier-free guidance scale for --class (1 = the conditional model)
     num_samples: int = 64  # images written by `scorekit sample` and at the end of training
     batch_size: int = 256
     seed: int = 0
@@ -233,6 +237,21 @@ def validate(cfg: Config) -> Config:
                     "eval.bpd_images", "eval.proxy_samples"], strict=False)
     if cfg.data.channels not in (1, 3):
         raise ConfigError(f"data.channels: must be 1 or 3, got {cfg.data.channels}")
+    if cfg.model.num_classes < 0:
+        raise ConfigError(f"model.num_classes: must be >= 0, got {cfg.model.num_classes}")
+    if cfg.model.num_classes and cfg.model.arch == "ncsn":
+        raise ConfigError("model.num_classes: NCSN v1's norms are conditioned on the noise level; class labels need "
+                          "model.arch=unet or an ncsnv2 network")
+    if (cfg.model.arch == "classifier") != (cfg.training.loss == "ce"):
+        raise ConfigError("model.arch=classifier (a noise-conditional classifier) and training.loss=ce go together")
+    if cfg.model.arch == "classifier" and not cfg.model.num_classes:
+        raise ConfigError("model.arch=classifier: set model.num_classes")
+    if not 0.0 <= cfg.training.label_dropout < 1.0:
+        raise ConfigError(f"training.label_dropout: must be in [0, 1), got {cfg.training.label_dropout}")
+    if cfg.training.label_dropout and not cfg.model.num_classes:
+        raise ConfigError("training.label_dropout: needs a class-conditional model (model.num_classes > 0)")
+    if cfg.sampling.guidance < 0:
+        raise ConfigError(f"sampling.guidance: must be >= 0, got {cfg.sampling.guidance}")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout}")
     if not 0.0 <= cfg.training.ema_decay < 1.0:
@@ -254,9 +273,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"sampling.steps: the ancestral sampler takes at most the {levels} noise levels, "
                           f"got {cfg.sampling.steps}")
     m = cfg.model
-    if m.arch == "unet":
+    if m.arch in ("unet", "classifier"):
         if not m.ch_mult or any(c <= 0 for c in m.ch_mult):
             raise ConfigError(f"model.ch_mult: need a non-empty list of positive integers, got {m.ch_mult}")
+        groups = m.norm_groups or (8 if m.arch == "classifier" else 0)
+        if m.norm_groups < 0 or (groups and any(m.ch * c % groups for c in m.ch_mult)):
+            raise ConfigError(f"model.norm_groups: {groups} must divide the channels of every level "
+                              f"({[m.ch * c for c in m.ch_mult]})")
         if cfg.data.resolution % 2 ** (len(m.ch_mult) - 1):
             raise ConfigError(f"model.ch_mult: {len(m.ch_mult)} levels need data.resolution divisible by "
                               f"{2 ** (len(m.ch_mult) - 1)}, got {cfg.data.resolution}")

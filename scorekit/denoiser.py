@@ -67,6 +67,7 @@ class Denoiser(nn.Module):
         self.timestep_map = timestep_map
         self._label_process = process
         self._nfe = [0]  # network evaluations (batched calls); shared with respaced views of this model
+        self.guide = None  # (denoiser, x_t, t, eps) -> eps: classifier guidance, see scorekit.guidance
 
     @property
     def nfe(self) -> int:
@@ -104,11 +105,19 @@ class Denoiser(nn.Module):
         """The same model around another module computing the same function (e.g. a compiled one)."""
         d = Denoiser(net, self.process, output=self.output, variance=self.variance, data_range=self.data_range,
                      image_shape=self.image_shape, timestep_map=self.timestep_map)
-        d._label_process, d._nfe = self._label_process, self._nfe
+        d._label_process, d._nfe, d.guide = self._label_process, self._nfe, self.guide
         for attr in ("config", "checkpoint_step", "uses_ema", "schedules"):
             if hasattr(self, attr):
                 setattr(d, attr, getattr(self, attr))
         return d
+
+    def conditional(self, labels, *, guidance: float = 1.0, classifier: Denoiser | None = None,
+                    classifier_scale: float = 0.0) -> Denoiser:
+        """This model for a batch whose image i has class ``labels[i]``, with classifier-free ``guidance``
+        (S = 1: the conditional model) and / or classifier guidance; see :mod:`scorekit.guidance`."""
+        from .guidance import conditional
+
+        return conditional(self, labels, guidance=guidance, classifier=classifier, classifier_scale=classifier_scale)
 
     def respaced(self, timesteps: torch.Tensor) -> Denoiser:
         """This model on a subsequence of its levels (improved DDPM's respacing); shares the network."""
@@ -120,27 +129,30 @@ class Denoiser(nn.Module):
                      variance=self.variance, data_range=self.data_range, image_shape=self.image_shape,
                      timestep_map=base.double())
         d._label_process = self._label_process
-        d._nfe = self._nfe
+        d._nfe, d.guide = self._nfe, self.guide
         d.config = getattr(self, "config", None)
         return d
 
-    def raw(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def raw(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's output at level t; ``y``: class labels of a class-conditional network."""
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
         self._nfe[0] += 1
-        return self.net(x_t, self.net_label(t).to(x_t.device))
+        label = self.net_label(t).to(x_t.device)
+        return self.net(x_t, label) if y is None else self.net(x_t, label, y)
 
     # ----- discrete view ------------------------------------------------------------------------------
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, *, clip: bool = False,
-                raw: torch.Tensor | None = None) -> Prediction:
+                raw: torch.Tensor | None = None, y: torch.Tensor | None = None) -> Prediction:
         """Predict x0 and eps from x_t at level t; ``clip`` clips x0 to the data range (eps follows).
 
-        ``raw`` reuses a network output computed elsewhere (e.g. with the mean detached).
+        ``raw`` reuses a network output computed elsewhere (e.g. with the mean detached); ``y`` are class
+        labels (class-conditional networks); ``self.guide`` (classifier guidance) adjusts eps before clipping.
         """
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        out = (self.raw(x_t, t) if raw is None else raw).to(x_t.dtype)
+        out = (self.raw(x_t, t, y) if raw is None else raw).to(x_t.dtype)
         v = None
         if self.variance.is_learned:
             out, v = out.chunk(2, dim=1)
@@ -162,6 +174,9 @@ class Denoiser(nn.Module):
         else:  # SIGMA_SCORE
             eps = -out
             x0 = p.x0_from_eps(x_t, t, eps)
+        if self.guide is not None:
+            eps = self.guide(self, x_t, t, eps if eps is not None else p.eps_from_x0(x_t, t, x0))
+            x0 = p.x0_from_eps(x_t, t, eps)
         if clip:
             x0 = x0.clamp(*self.data_range)
             eps = None
@@ -169,19 +184,19 @@ class Denoiser(nn.Module):
             eps = p.eps_from_x0(x_t, t, x0)
         return Prediction(x0=x0, eps=eps, out=out, v=v)
 
-    def score(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def score(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """grad log p_t(x_t) = -eps / s_t."""
         _, s = self.process.alpha_s(t if t.ndim else t.expand(x_t.shape[0]))
-        return -self(x_t, t).eps / expand_like(s, x_t)
+        return -self(x_t, t, y=y).eps / expand_like(s, x_t)
 
     def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor, *, clip: bool = False,
-                        variance: Variance | str | None = None, raw: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        variance: Variance | str | None = None, raw: torch.Tensor | None = None,
+                        y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, log-variance and predicted x0 of p(x_{t-1} | x_t) at integer t (DDPM Eq. 11 and code)."""
         t = t.long()
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        pred = self(x_t, t, clip=clip, raw=raw)
+        pred = self(x_t, t, clip=clip, raw=raw, y=y)
         p = self.process
         kind = Variance(variance) if variance is not None else self.variance
         if kind is Variance.LEARNED:
@@ -198,7 +213,7 @@ class Denoiser(nn.Module):
             log_var = expand_like(p.large_log_variance[t.to(p.device)], x_t)
         else:
             log_var = expand_like(p.posterior_log_variance_clipped[t.to(p.device)], x_t)
-        if self.output is Output.MEAN:  # the authors' 'xprev': the mean is the output; clipping touches x0 only
+        if self.output is Output.MEAN and self.guide is None:  # 'xprev': the mean is the output; clip touches x0
             mean = pred.out
         else:
             mean, _, _ = p.q_posterior(pred.x0, x_t, t)

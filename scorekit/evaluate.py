@@ -33,12 +33,15 @@ def fast_sampling_denoiser(denoiser: Denoiser, *, precision: str = "fp32", compi
 @torch.no_grad()
 def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256, sampler: str | None = None,
              options: dict | None = None, progress: bool = False, dist: Dist | None = None,
-             precision: str | None = None, compile: bool | None = None) -> torch.Tensor:
+             precision: str | None = None, compile: bool | None = None, labels: torch.Tensor | None = None,
+             guidance: float = 1.0, classifier: Denoiser | None = None, classifier_scale: float = 0.0
+             ) -> torch.Tensor:
     """n images as uint8 (N, C, H, W); image i depends only on (seed, i). The batches [kB, (k+1)B) are the
     same whatever the number of processes (under torchrun, rank r samples batches r, r + world, ...), so
     the images are bit-identical with 1 or many processes. ``precision`` / ``compile`` default to the
     run's sampling settings; a compiled network always sees full batches (the last one is padded with
-    extra images that are discarded), so its shapes stay static."""
+    extra images that are discarded), so its shapes stay static. ``labels`` (one class per image) with
+    ``guidance`` / ``classifier`` and ``classifier_scale`` sample classes (see :mod:`scorekit.guidance`)."""
     cfg = denoiser.config
     name = sampler or cfg.sampling.sampler
     opts = {**sampling_options(cfg.sampling), **(options or {})}
@@ -52,8 +55,12 @@ def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256
     out = []
     for start in mine:
         idx = range(start, (start + batch_size) if compile else min(n, start + batch_size))
+        d = denoiser
+        if labels is not None:  # the padding of a compiled batch repeats the last label
+            y = labels[torch.tensor([min(i, n - 1) for i in idx])]
+            d = denoiser.conditional(y, guidance=guidance, classifier=classifier, classifier_scale=classifier_scale)
         with torch.autocast(denoiser.device.type, dtype=torch.bfloat16, enabled=bf16):
-            x = sample(denoiser, name, (len(idx), *shape), ImageRNG(seed, idx, denoiser.device),
+            x = sample(d, name, (len(idx), *shape), ImageRNG(seed, idx, denoiser.device),
                        progress=progress, **opts)
         out.append(to_uint8(x[:max(0, min(n - start, len(idx)))], denoiser.data_range))
     if not dist.enabled:
@@ -121,8 +128,10 @@ def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: i
 
 
 def final_report(denoiser: Denoiser, run, dist: Dist | None = None, progress: bool = False) -> dict:
-    """After training: a sample grid, bits/dim (DDPM) and the digits proxy metrics, as the config asks.
-    Writes ``summary.json`` in the run directory and returns it (on the main process)."""
+    """After training: a sample grid, bits/dim (DDPM) and the digits proxy metrics, as the config asks; a
+    class-conditional model draws an equal share of every class at its sampling.guidance, and the proxy
+    also reports the class agreement. Writes ``summary.json`` in the run directory and returns it (on the
+    main process)."""
     import time
 
     from .metrics.proxy import proxy_metrics
@@ -131,14 +140,22 @@ def final_report(denoiser: Denoiser, run, dist: Dist | None = None, progress: bo
     dist = dist or Dist(device=denoiser.device)
     t0 = time.perf_counter()
     n = max(cfg.sampling.num_samples, cfg.eval.proxy_samples)
+    guided = {}
+    if cfg.model.num_classes:
+        from .guidance import labels_for
+
+        guided = {"labels": labels_for("all", n, cfg.model.num_classes), "guidance": cfg.sampling.guidance}
     images = generate(denoiser, n, seed=cfg.sampling.seed, batch_size=cfg.sampling.batch_size, dist=dist,
-                      progress=progress and dist.main)
+                      progress=progress and dist.main, **guided)
     summary: dict = {"step": getattr(denoiser, "checkpoint_step", None), "sampler": cfg.sampling.sampler}
+    if guided:
+        summary.update(classes="all", guidance=guided["guidance"])
     if dist.main:
         files = write_samples(run.path / "samples" / "final", images[:cfg.sampling.num_samples])
         summary.update(grid=files["grid"], samples=files["npz"])
         if cfg.eval.proxy_samples and cfg.data.dataset == "digits":
-            summary["proxy"] = proxy_metrics(images[:cfg.eval.proxy_samples])
+            labels = guided["labels"][:cfg.eval.proxy_samples] if guided else None
+            summary["proxy"] = proxy_metrics(images[:cfg.eval.proxy_samples], labels=labels)
         summary["sampling_s"] = round(time.perf_counter() - t0, 1)
         if cfg.eval.bpd_images and cfg.process.kind == "vp":
             t1 = time.perf_counter()
@@ -163,6 +180,8 @@ def describe(summary: dict) -> list[str]:
         else:
             lines.append(f"proxy FD ({p['n']} samples vs test digits): {p['proxy_fd']:.2f} "
                          f"(real-vs-real floor {p['proxy_fd_floor']:.2f})")
+        if "agreement" in p:
+            lines.append(f"class agreement (proxy classifier): {p['agreement']:.3f}")
         if p["proxy_is"] is None:
             lines.append(f"proxy IS: not reported ({p['too_few_samples']['proxy_is']})")
         else:

@@ -21,16 +21,22 @@ def build_process(cfg: Config) -> DiscreteProcess:
 
 def build_net(cfg: Config) -> nn.Module:
     m, d = cfg.model, cfg.data
+    if m.arch == "classifier":
+        from .nets.classifier import NoiseClassifier
+
+        return NoiseClassifier(resolution=d.resolution, in_ch=d.channels, num_classes=m.num_classes, ch=m.ch,
+                               ch_mult=tuple(m.ch_mult), dropout=m.dropout, norm_groups=m.norm_groups or 8)
     if m.arch == "unet":
         out_ch = d.channels * (2 if m.variance in ("learned_range", "learned") else 1)
         return UNet(resolution=d.resolution, in_ch=d.channels, out_ch=out_ch, ch=m.ch, ch_mult=tuple(m.ch_mult),
-                    num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout)
+                    num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+                    num_classes=m.num_classes, norm_groups=m.norm_groups)
     from .nets.refinenet import build_refinenet
 
     p = cfg.process
     return build_refinenet(m.arch, channels=d.channels, ngf=m.ngf,
                            num_levels=p.num_levels if p.kind == "ve" else p.num_timesteps,
-                           resolution=d.resolution, centered=p.kind == "vp")
+                           resolution=d.resolution, centered=p.kind == "vp", num_labels=m.num_classes)
 
 
 def data_range(cfg: Config) -> tuple[float, float]:

@@ -45,11 +45,12 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 
 
 def vb_terms_bpd(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *,
-                 clip: bool = False, raw: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 clip: bool = False, raw: torch.Tensor | None = None, y: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L_{t-1} = KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0 and the decoder NLL L_0 = -log p(x0|x1)
     at t = 0 (DDPM Eq. 5), per image in bits/dim; also returns the predicted x0."""
     true_mean, _, true_log_var = denoiser.process.q_posterior(x0, x_t, t)
-    mean, log_var, x0_pred = denoiser.p_mean_variance(x_t, t, clip=clip, raw=raw)
+    mean, log_var, x0_pred = denoiser.p_mean_variance(x_t, t, clip=clip, raw=raw, y=y)
     kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / math.log(2.0)
     nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var, denoiser.data_range))
     return torch.where(t.to(kl.device) == 0, nll / math.log(2.0), kl), x0_pred
@@ -70,7 +71,7 @@ def mse_target(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: torch
 
 
 def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, loss_type: str = "mse",
-              hybrid_weight: float = 0.001) -> torch.Tensor:
+              hybrid_weight: float = 0.001, y: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image DDPM objective at levels t with noise eps.
 
     ``mse``: unweighted MSE of the output against its target, mean over pixels (L_simple, Eq. 14, for
@@ -79,10 +80,10 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
     """
     x_t = denoiser.process.q_sample(x0, t, eps)
     if loss_type == "kl":
-        return vb_terms_bpd(denoiser, x0, x_t, t)[0]
+        return vb_terms_bpd(denoiser, x0, x_t, t, y=y)[0]
     if loss_type not in ("mse", "hybrid"):
         raise ValueError(f"unknown DDPM loss {loss_type!r}; choose mse, kl or hybrid")
-    raw = denoiser.raw(x_t, t).to(x0.dtype)
+    raw = denoiser.raw(x_t, t, y).to(x0.dtype)
     learned = denoiser.variance.is_learned
     out, v = raw.chunk(2, dim=1) if learned else (raw, None)
     loss = mean_flat((mse_target(denoiser, x0, x_t, t, eps) - out) ** 2)
@@ -94,11 +95,11 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
 
 
 def dsm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
-             anneal_power: float = 2.0) -> torch.Tensor:
+             anneal_power: float = 2.0, y: torch.Tensor | None = None) -> torch.Tensor:
     """Annealed denoising score matching (NCSN Eq. 5-6), per image:
     1/2 || s_theta(x~, sigma) + z / sigma ||^2 summed over dimensions, times sigma^anneal_power."""
     x_t = denoiser.process.q_sample(x0, t, z)
     _, s = denoiser.process.alpha_s(t)
     s = expand_like(s, x0)
-    score = -denoiser(x_t, t).eps / s
+    score = -denoiser(x_t, t, y=y).eps / s
     return 0.5 * ((score + z / s) ** 2).flatten(1).sum(1) * s.flatten() ** anneal_power

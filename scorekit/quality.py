@@ -30,6 +30,7 @@ class Reference:
     mu: np.ndarray
     sigma: np.ndarray
     features: np.ndarray | None = None  # needed by KID and precision/recall
+    labels: np.ndarray | None = None  # class of each reference image (per-class FD), where the data has classes
 
 
 def reference_from(spec: str, extractor: Extractor, *, split: str = "train", resolution: int | None = None,
@@ -50,11 +51,32 @@ def reference_from(spec: str, extractor: Extractor, *, split: str = "train", res
         return Reference(f"statistics {spec}", n, mu, sigma)
     from .data.resolve import load_images
 
-    images, described = load_images(spec, split=split, resolution=resolution, channels=channels,
-                                     max_images=max_images)
+    images, described, labels = load_images(spec, split=split, resolution=resolution, channels=channels,
+                                             max_images=max_images, with_labels=True)
     feats, _ = extractor(images)
     mu, sigma = feature_stats(feats)
-    return Reference(described, len(feats), mu, sigma, feats)
+    return Reference(described, len(feats), mu, sigma, feats, None if labels is None else labels.numpy())
+
+
+def per_class_metrics(features: np.ndarray, logits: np.ndarray | None, labels: np.ndarray, ref: Reference) -> dict:
+    """Class agreement (the fraction of samples the judge assigns to the class asked for, when ``logits`` of a
+    judge of these classes are given) and FD per class against the reference images of that class."""
+    out: dict = {}
+    if logits is not None:
+        out["agreement"] = float((logits.argmax(1) == labels).mean())
+    per = {}
+    for c in np.unique(labels):
+        mine = features[labels == c]
+        row = {"n": int(len(mine))}
+        if logits is not None:
+            row["agreement"] = float((logits[labels == c].argmax(1) == c).mean())
+        if ref.labels is not None and (ref.labels == c).sum() > 1 and len(mine) > 1:
+            theirs = ref.features[ref.labels == c]
+            row["fd"] = frechet_distance(*feature_stats(mine), *feature_stats(theirs))
+            row["reference_n"] = int(len(theirs))
+        per[int(c)] = row
+    out["per_class"] = per
+    return out
 
 
 def check_request(metrics: list[str], ref: Reference) -> None:
@@ -98,7 +120,7 @@ def describe_metrics(values: dict) -> str:
     """``fid 3.17, is 9.46`` with withheld metrics said as such."""
     parts = []
     for k, v in values.items():
-        if k in ("too_few_samples", "values_below_min_n") or k.endswith("_std"):
+        if k in ("too_few_samples", "values_below_min_n", "per_class", "agreement") or k.endswith("_std"):
             continue
         parts.append(f"{k} {v:.4g}" if v is not None else f"{k} not reported ({values['too_few_samples'][k]})")
     return ", ".join(parts)
@@ -108,7 +130,8 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
                       batch_size: int = 256, sampler: str | None = None, steps: int | None = None,
                       schedule: str | None = None,
                       is_splits: int = 10, checkpoint: str | None = None, dist=None, progress: bool = False,
-                      precision: str | None = None, compile: bool | None = None) -> dict:
+                      precision: str | None = None, compile: bool | None = None, guided: dict | None = None,
+                      per_class: bool = False) -> dict:
     """Sample n images (sharded over processes), extract features, compute the metrics; return the
     metrics with the full protocol. Every process returns the same dictionary."""
     from . import __version__
@@ -116,10 +139,17 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
 
     cfg = denoiser.config
     options = {**({"steps": steps} if steps else {}), **({"schedule": schedule} if schedule else {})}
+    guided = guided or {}
     images = generate(denoiser, n, seed=seed, batch_size=batch_size, sampler=sampler, options=options,
-                      progress=progress, dist=dist, precision=precision, compile=compile)
+                      progress=progress, dist=dist, precision=precision, compile=compile, **guided)
     feats, logits = extractor(images)
     values = compute_metrics(feats, logits, ref, metrics, is_splits=is_splits)
+    if per_class and guided:  # judge: the digits proxy's own classes, else the guidance classifier at t = 0
+        from .guidance import classify
+
+        judge = logits if extractor.name == "digits-proxy" else (
+            classify(guided["classifier"], images) if guided.get("classifier") is not None else None)
+        values.update(per_class_metrics(feats, judge, guided["labels"].numpy(), ref))
     from .samplers import accepted_options, resolve_schedule, sampling_options
 
     name = sampler or cfg.sampling.sampler
@@ -139,6 +169,9 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
                                                                                             "checkpoint_step", None),
             "ema": getattr(denoiser, "uses_ema", None), "processes": dist.world if dist is not None else 1,
             "batch_size": batch_size, "precision": precision or cfg.sampling.precision,
+            "classes": guided["labels"].tolist() if guided else None,
+            "guidance": guided.get("guidance") if guided else None,
+            "classifier_scale": guided.get("classifier_scale") if guided else None,
             "scorekit": __version__, "torch": torch.__version__,
             "date": datetime.date.today().isoformat(),
         },

@@ -122,3 +122,28 @@ def load(run_or_checkpoint: str | Path, *, ema: bool = True, device: str | torch
 
         denoiser.schedules = load_schedules(run_dir)  # searched time-step schedules (schedule="auto")
     return denoiser.to(device).eval()
+
+
+def resolve_run(source: str | Path, out: str | Path | None, overrides: list[str] | None) -> tuple[RunDir, Config]:
+    """The run directory and configuration of ``scorekit train SOURCE [--out OUT] [overrides]``.
+
+    SOURCE is a preset, a YAML file, or a run directory (resumed with its saved config.yaml; overrides
+    apply, e.g. training.steps=... to train longer). A preset or YAML with an --out that already has a
+    checkpoint resumes that run too (the same command again continues it; its config.yaml wins)."""
+    src = Path(source)
+    if src.is_dir():
+        run = RunDir(src)
+        if not run.config_path.is_file():
+            raise ConfigError(f"{src}: a folder without config.yaml is not a run (give a preset, a YAML config or "
+                              "a run directory)")
+        if out is not None and Path(out).resolve() != src.resolve():
+            raise ConfigError(f"--out {out}: `train {src}` continues the run in {src}; drop --out")
+        return run, run.read_config(overrides)
+    if out is not None and RunDir(out).latest() is not None:
+        run = RunDir(out)
+        return run, run.read_config(overrides)
+    cfg = load_config(source, overrides)
+    run = RunDir(out or Path("runs") / cfg.name)
+    if run.path.exists() and not run.path.is_dir():
+        raise ConfigError(f"--out {run.path}: exists and is not a folder")
+    return run, cfg

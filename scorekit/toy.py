@@ -141,6 +141,50 @@ def kde_denoiser(data: torch.Tensor, process: DiscreteProcess, data_range: tuple
                     image_shape=tuple(data.shape[1:]))
 
 
+class ExactClassNet(nn.Module):
+    """A class-conditional eps-network that is exact for a mixture whose components are the classes: class k
+    gives component k's E[eps | x_t], the "no class" token (index K) the whole mixture's."""
+
+    def __init__(self, mixture: GaussianMixture, process: DiscreteProcess):
+        super().__init__()
+        self.mixture, self.process, self.num_classes = mixture, process, len(mixture.weights)
+        self.components = [GaussianMixture([1.0], mixture.means[k:k + 1], mixture.variances[k:k + 1])
+                           for k in range(self.num_classes)]
+        self.nets = [ExactEpsNet(m, process) for m in (*self.components, mixture)]
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        y = torch.full((x.shape[0],), self.num_classes) if y is None else y.long().cpu()
+        out = torch.empty_like(x)
+        for k in y.unique().tolist():
+            rows = y == k
+            out[rows] = self.nets[k](x[rows], label[rows])
+        return out
+
+
+class ExactPosteriorClassifier(nn.Module):
+    """The exact noise-conditional classifier of such a mixture: logits log w_k + log N(x_t; a mu_k, a^2 v_k + s^2)."""
+
+    def __init__(self, mixture: GaussianMixture, process: DiscreteProcess):
+        super().__init__()
+        self.mixture, self.process, self.num_classes = mixture, process, len(mixture.weights)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        t = self.process.t_of_label(label.double())
+        a, s = (v.reshape(-1, 1, 1) for v in self.process.alpha_s(t))
+        m = self.mixture
+        var = a * a * m.variances + s * s
+        xf = x.double().reshape(x.shape[0], 1, -1)
+        ll = -0.5 * (((xf - a * m.means) ** 2 / var) + var.log() + math.log(2 * math.pi)).sum(-1)
+        return (ll + m.weights.log()).to(x.dtype)
+
+
+def exact_class_models(mixture: GaussianMixture, process: DiscreteProcess, data_range=(-1.0, 1.0)):
+    """(class-conditional exact denoiser, exact posterior classifier) of a mixture whose components are classes."""
+    model = Denoiser(ExactClassNet(mixture, process), process, output="eps", data_range=data_range)
+    classifier = Denoiser(ExactPosteriorClassifier(mixture, process), process, output="eps", data_range=data_range)
+    return model, classifier
+
+
 def two_gaussians() -> GaussianMixture:
     """The NCSN paper's toy: 1/5 N((-5, -5), I) + 4/5 N((5, 5), I)."""
     return GaussianMixture([0.2, 0.8], [[-5.0, -5.0], [5.0, 5.0]], 1.0)

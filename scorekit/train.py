@@ -26,10 +26,11 @@ from .dist import Dist
 from .ema import EMA
 from .errors import CheckpointError, DataError, TrainingError
 from .factory import build_denoiser
+from .images import atomic_write_bytes
 from .losses import ddpm_loss, dsm_loss
 from .progress import progress
 from .rng import image_seed
-from .run import RunDir
+from .run import RunDir, resolve_run
 
 
 @dataclass
@@ -40,11 +41,15 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per-example loss of the configured objective."""
+def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+              y: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example loss of the configured objective (``y``: class labels, for class-conditional models)."""
     if cfg.training.loss == "dsm":
-        return dsm_loss(denoiser, x0, t, noise, cfg.training.anneal_power)
-    return ddpm_loss(denoiser, x0, t, noise, cfg.training.loss)
+        return dsm_loss(denoiser, x0, t, noise, cfg.training.anneal_power, y=y)
+    if cfg.training.loss == "ce":  # a noise-conditional classifier on x_t (classifier guidance)
+        logits = denoiser.raw(denoiser.process.q_sample(x0, t, noise), t)
+        return torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+    return ddpm_loss(denoiser, x0, t, noise, cfg.training.loss, y=y)
 
 
 def learning_rate(cfg: Config, step: int) -> float:
@@ -76,8 +81,35 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+class FixedBatches:
+    """The first ``training.test_batch`` test images (``test_loss``) and training images (``train_loss_fixed``),
+    with the same noise levels and noise every time, so that the two loss curves are smooth and comparable
+    (the memorisation check: train loss close to test loss). Class-conditional models see the true labels."""
+
+    def __init__(self, cfg: Config, denoiser: Denoiser, train_source, device: torch.device):
+        tc, shape = cfg.training, denoiser.image_shape
+        try:
+            test_source = build_source(cfg.data, "test")
+        except DataError:
+            test_source = None
+        g = torch.Generator().manual_seed(image_seed(tc.seed, 2**40))
+        n = tc.test_batch
+        t = torch.randint(0, denoiser.process.num_levels, (n,), generator=g)
+        noise = torch.randn((n, *shape), generator=g)
+        dequant = torch.rand((n, *shape), generator=g) if cfg.data.dequantize == "uniform" else None
+        self.batches = {}
+        for name, src in (("test_loss", test_source), ("train_loss_fixed", train_source)):
+            if src is not None:
+                k = min(n, len(src))
+                u8 = src.images[:k] if src.images is not None else torch.stack([src[i] for i in range(k)])
+                x0 = preprocess(u8, denoiser.data_range, dequant_noise=None if dequant is None else dequant[:k])
+                y = src.labels[:k].long() if cfg.model.num_classes and src.labels is not None else None
+                self.batches[name] = tuple(None if v is None else v.to(device) for v in (x0, t[:k], noise[:k], y))
+
+
 def _step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, device: torch.device):
-    """Noise levels, noise, flips and dequantization noise of the whole global batch of ``step``."""
+    """Noise levels, noise, flips, dequantization noise and dropped labels (classifier-free guidance) of the
+    whole global batch of ``step``."""
     g = torch.Generator(device=device)
     g.manual_seed(image_seed(cfg.training.seed, step))
     B = cfg.training.batch_size
@@ -85,7 +117,9 @@ def _step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int,
     noise = torch.randn((B, *shape), generator=g, device=device)
     flip = torch.rand(B, generator=g, device=device) < 0.5 if cfg.data.random_flip else None
     dequant = torch.rand((B, *shape), generator=g, device=device) if cfg.data.dequantize == "uniform" else None
-    return t, noise, flip, dequant
+    p_drop = cfg.training.label_dropout
+    drop = torch.rand(B, generator=g, device=device) < p_drop if p_drop else None
+    return t, noise, flip, dequant, drop
 
 
 class Trainer:
@@ -151,27 +185,39 @@ class Trainer:
 
     # ----- one optimizer step -----------------------------------------------------------------------------
 
+    def class_labels(self, labels: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor | None:
+        """The labels a class-conditional model trains on: the data's, some replaced by the "no class" token
+        (index num_classes) with probability training.label_dropout; None for unconditional models."""
+        n = self.cfg.model.num_classes
+        if not n:
+            return None
+        y = labels.long()
+        return torch.where(drop, torch.full_like(y, n), y) if drop is not None else y
+
     def train_step(self, batches) -> tuple[float, float, bool]:
         cfg, dist = self.cfg, self.dist
         tc = cfg.training
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, self.step)
         shape = self.denoiser.image_shape
-        t, noise, flip, dequant = _step_draws(cfg, self.step, shape, self.denoiser.process.num_levels, self.device)
+        t, noise, flip, dequant, drop = _step_draws(cfg, self.step, shape, self.denoiser.process.num_levels,
+                                                    self.device)
         torch.manual_seed(image_seed(tc.seed, 1_000_003 * self.step + dist.rank))  # dropout
         self.optimizer.zero_grad(set_to_none=True)
         self.train_net.train()
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(tc.grad_accum):
             sl = micro_batch_slice(tc.batch_size, dist.world, dist.rank, tc.grad_accum, micro)
-            x0 = preprocess(next(batches), self.denoiser.data_range, flip=None if flip is None else flip[sl],
+            images, labels = next(batches)
+            x0 = preprocess(images, self.denoiser.data_range, flip=None if flip is None else flip[sl],
                             dequant_noise=None if dequant is None else dequant[sl])
+            y = self.class_labels(labels, None if drop is None else drop[sl])
             if tc.channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             last = micro == tc.grad_accum - 1
             with contextlib.nullcontext() if last or not dist.enabled else self.train_net.no_sync():
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    loss = objective(cfg, self.train_denoiser, x0, t[sl], noise[sl]).float().mean() / tc.grad_accum
+                    loss = objective(cfg, self.train_denoiser, x0, t[sl], noise[sl], y).float().mean() / tc.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
         loss_all = dist.sum(loss_sum) / dist.world
@@ -188,33 +234,14 @@ class Trainer:
 
     @torch.no_grad()
     def fixed_losses(self, train_source) -> dict[str, float]:
-        """The objective on fixed batches: the first ``test_batch`` test images (``test_loss``) and training
-        images (``train_loss_fixed``), with the same noise levels and noise every time, so the two curves are
-        smooth and comparable (the memorisation check: train loss close to test loss)."""
+        """The objective on the fixed batches of :class:`FixedBatches` (train_loss_fixed, test_loss)."""
         if self._fixed is None:
-            tc, shape = self.cfg.training, self.denoiser.image_shape
-            try:
-                test_source = build_source(self.cfg.data, "test")
-            except DataError:
-                test_source = None
-            g = torch.Generator().manual_seed(image_seed(tc.seed, 2**40))
-            n = tc.test_batch
-            t = torch.randint(0, self.denoiser.process.num_levels, (n,), generator=g)
-            noise = torch.randn((n, *shape), generator=g)
-            dequant = torch.rand((n, *shape), generator=g) if self.cfg.data.dequantize == "uniform" else None
-            self._fixed = {}
-            for name, src in (("test_loss", test_source), ("train_loss_fixed", train_source)):
-                if src is not None:
-                    k = min(n, len(src))
-                    u8 = src.images[:k] if src.images is not None else torch.stack([src[i] for i in range(k)])
-                    x0 = preprocess(u8, self.denoiser.data_range,
-                                    dequant_noise=None if dequant is None else dequant[:k])
-                    self._fixed[name] = tuple(v.to(self.device) for v in (x0, t[:k], noise[:k]))
+            self._fixed = FixedBatches(self.cfg, self.denoiser, train_source, self.device)
         self.net.eval()
         out = {}
-        for name, (x0, t, noise) in self._fixed.items():
+        for name, (x0, t, noise, y) in self._fixed.batches.items():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out[name] = float(objective(self.cfg, self.denoiser, x0, t, noise).float().mean())
+                out[name] = float(objective(self.cfg, self.denoiser, x0, t, noise, y).float().mean())
         self.net.train()
         return out
 
@@ -324,33 +351,6 @@ class _Logger:
                 self.tb.close()
 
 
-def resolve_run(source: str | Path, out: str | Path | None, overrides: list[str] | None) -> tuple[RunDir, Config]:
-    """The run directory and configuration of ``scorekit train SOURCE [--out OUT] [overrides]``.
-
-    SOURCE is a preset, a YAML file, or a run directory (resumed with its saved config.yaml; overrides
-    apply, e.g. training.steps=... to train longer). A preset or YAML with an --out that already has a
-    checkpoint resumes that run too (the same command again continues it; its config.yaml wins)."""
-    from .config import ConfigError, load_config
-
-    src = Path(source)
-    if src.is_dir():
-        run = RunDir(src)
-        if not run.config_path.is_file():
-            raise ConfigError(f"{src}: a folder without config.yaml is not a run (give a preset, a YAML config or "
-                              "a run directory)")
-        if out is not None and Path(out).resolve() != src.resolve():
-            raise ConfigError(f"--out {out}: `train {src}` continues the run in {src}; drop --out")
-        return run, run.read_config(overrides)
-    if out is not None and RunDir(out).latest() is not None:
-        run = RunDir(out)
-        return run, run.read_config(overrides)
-    cfg = load_config(source, overrides)
-    run = RunDir(out or Path("runs") / cfg.name)
-    if run.path.exists() and not run.path.is_dir():
-        raise ConfigError(f"--out {run.path}: exists and is not a folder")
-    return run, cfg
-
-
 def train_run(source: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, *,
               device: str | None = None, progress: bool = True, evaluate: bool = True) -> TrainResult:
     """Train a preset or YAML config into a run directory, or continue a run (see :func:`resolve_run`).
@@ -359,10 +359,19 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
 
     run, cfg = resolve_run(source, out, overrides)
     data = build_source(cfg.data, "train")  # a bad data path fails here, before the run folder is made
+    n_classes = cfg.model.num_classes
+    if n_classes and data.labels is None:
+        raise DataError(f"model.num_classes={n_classes}: {cfg.data.dataset} data has no labels (an image folder's "
+                        "classes are its sub-folders)")
+    if n_classes and int(data.labels.max()) >= n_classes:
+        raise DataError(f"model.num_classes={n_classes}: the data has {int(data.labels.max()) + 1} classes")
     dist = setup(device)
     if dist.main:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
+        if n_classes:
+            names = data.class_names or [str(i) for i in range(n_classes)]
+            atomic_write_bytes(run.path / "classes.json", (json.dumps({"names": names}, indent=2) + "\n").encode())
         run.remove_stale_temporaries()
     dist.barrier()
     trainer = Trainer(cfg, run.path, dist, progress=progress)

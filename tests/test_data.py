@@ -154,7 +154,8 @@ def test_batch_stream_in_memory_and_from_files_agree(tmp_path):
     a = BatchStream(mem, seed=1, global_batch=8).batches(3)
     b = BatchStream(files, seed=1, global_batch=8, num_workers=0).batches(3)
     for _ in range(4):
-        assert torch.equal(next(a), next(b))
+        (xa, ya), (xb, yb) = next(a), next(b)
+        assert torch.equal(xa, xb) and ya is None and yb is None
 
 
 def test_preprocess_scaling_flip_and_dequantization():

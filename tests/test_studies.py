@@ -23,11 +23,12 @@ FILES = {
                      "memorization_distances.png", "memorization_model_neighbours.png",
                      "memorization_kde_neighbours.png", "memorization.json"],
     "ddpm-objectives": ["ddpm-objectives.csv", "ddpm-objectives.json"],
+    "guidance": ["guidance.csv", "guidance.png", "guidance.json"],
 }
 
 
 def study(name, folder, *extra):
-    overrides = TINY_DDPM if name == "ddpm-objectives" else TINY_NCSN
+    overrides = TINY_DDPM if name in ("ddpm-objectives", "guidance") else TINY_NCSN
     assert main(["study", name, "--out", str(folder), "--steps", "6", "--n", "24", "--checkpoints", "2",
                  "--no-progress", *extra, *overrides, "training.batch_size=16"]) == 0
     return json.loads((folder / f"{name}.json").read_text())
@@ -66,6 +67,12 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
         assert len(curves["test_loss"]) == 6  # test_every = steps // 40, at least 1
         kde = next(d for d in res["distances"] if d["images"] == "KDE baseline samples")
         assert kde["copies"] == 1.0  # the KDE baseline returns training images
+    elif name == "guidance":
+        rows = res["rows"]
+        assert [r["scale"] for r in rows if r["method"] == "classifier-free"] == [0, 0.5, 1, 1.5, 2, 3, 5]
+        first = _eval(tmp_path, "conditional", "guidance_cfg0_n24_seed0")
+        assert rows[0]["fd"] == first["fd"] and rows[0]["agreement"] == first["agreement"]
+        assert load_config(tmp_path / "runs" / "classifier" / "config.yaml").model.arch == "classifier"
     else:
         rows = {r["arm"]: r for r in res["rows"]}
         assert len(rows) == 6

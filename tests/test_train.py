@@ -90,9 +90,9 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch)
     real = tr.objective
     calls = {"n": 0}
 
-    def flaky(cfg, denoiser, x0, t, noise):
+    def flaky(cfg, denoiser, x0, t, noise, y=None):
         calls["n"] += 1
-        loss = real(cfg, denoiser, x0, t, noise)
+        loss = real(cfg, denoiser, x0, t, noise, y)
         return loss * float("nan") if calls["n"] in (2, 3) else loss
 
     monkeypatch.setattr(tr, "objective", flaky)

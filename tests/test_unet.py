@@ -60,3 +60,18 @@ def test_attention_loads_separate_q_k_v_weights():
     fresh = AttnBlock(32)
     fresh.load_state_dict(sd)
     assert torch.equal(fresh.qkv.weight, blk.qkv.weight) and fresh.qkv.bias[:32].eq(1).all()
+
+
+def test_the_time_embedding_survives_group_norm_only_with_several_channels_per_group():
+    """A ResnetBlock adds the embedding as a per-channel bias before GroupNorm: with one channel per group (the
+    32-or-gcd rule on a 16-channel layer) the norm removes it and the block ignores t; model.norm_groups keeps it."""
+    from scorekit.nets.layers import ResnetBlock
+
+    x, e1, e2 = torch.randn(2, 16, 4, 4), torch.randn(2, 64), torch.randn(2, 64)
+    for groups, sensitive in ((0, False), (4, True)):
+        torch.manual_seed(0)
+        block = ResnetBlock(16, 16, 64, 0.0, groups)
+        torch.nn.init.normal_(block.conv2.weight, std=0.1)  # undo the zero init so the branch shows
+        with torch.no_grad():
+            moved = (block(x, e1) - block(x, e2)).abs().max().item()
+        assert (moved > 1e-3) == sensitive, (groups, moved)

@@ -122,3 +122,16 @@ def device(text: str) -> str:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise argparse.ArgumentTypeError(f"{text!r}: scorekit runs on cpu, cuda or mps")
     return text
+
+
+def class_spec(text: str) -> str | list[int]:
+    """--class: ``all`` (an equal share of every class) or a comma-separated list of class indices."""
+    if text.strip() == "all":
+        return "all"
+    try:
+        classes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected all or class indices like 3 or 0,1,2, got {text!r}") from None
+    if not classes or min(classes) < 0 or max(classes) > 100_000:
+        raise argparse.ArgumentTypeError(f"expected all or class indices >= 0, got {text!r}")
+    return classes

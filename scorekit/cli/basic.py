@@ -25,6 +25,9 @@ OUTPUTS = {"eps": "predicts eps", "x0": "predicts x0", "mean": "predicts the pos
 def pairing(cfg: Config) -> str:
     """Which network serves which process, in words: any network trains on either process."""
     m, p = cfg.model, cfg.process
+    if m.arch == "classifier":
+        return (f"noise-conditional classifier of {m.num_classes} classes on "
+                f"{'DDPM' if p.kind == 'vp' else 'NCSN'}'s {p.kind.upper()} process (cross entropy)")
     net = "U-Net" if m.arch == "unet" else {"ncsn": "NCSN RefineNet (conditional)"}.get(m.arch, f"{m.arch} RefineNet")
     home = (m.arch == "unet") == (p.kind == "vp")
     process = "DDPM's VP process" if p.kind == "vp" else "NCSN's VE process"
@@ -38,7 +41,9 @@ def describe_config(cfg: Config, parameters: int) -> dict:
         process = f"VP (DDPM): {p.schedule} betas {p.beta_start:g}..{p.beta_end:g}, T = {p.num_timesteps}"
     else:
         process = f"VE (NCSN): {p.ladder} sigmas {p.sigma_begin:g}..{p.sigma_end:g}, L = {p.num_levels}"
-    if m.arch == "unet":
+    if m.arch == "classifier":
+        network = f"classifier ch={m.ch} ch_mult={tuple(m.ch_mult)} classes={m.num_classes}"
+    elif m.arch == "unet":
         network = (f"U-Net ch={m.ch} ch_mult={tuple(m.ch_mult)} res_blocks={m.num_res_blocks} "
                    f"attn={tuple(m.attn_resolutions)} dropout={m.dropout:g}")
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import ScorekitError
 from ..metrics.extractors import EXTRACTORS
 from .args import COUNT, SEED, Number, choice_list, device, existing_file, out_paths
-from .running import add_sampler_args, check_steps
+from .running import add_sampler_args, check_steps, guidance_kwargs
 
 RESOLUTION = Number(int, 1, 4096)
 
@@ -110,6 +110,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ref = reference_from(ref_spec, ext, split=args.ref_split, resolution=args.resolution or first.image_shape[-1],
                          channels=args.channels or first.image_shape[0])
     check_request(metrics, ref)
+    guided = guidance_kwargs(args, first, args.n)
+    if args.per_class and not guided:
+        raise ScorekitError("--per-class: needs --class (e.g. --class all: an equal share of every class)")
     results = []
     for path in paths:
         denoiser = first if path == paths[0] else load(path, ema=not args.no_ema, device=dist.device)
@@ -118,9 +121,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 schedule=args.schedule,
                                 is_splits=args.is_splits, checkpoint=str(path), dist=dist,
                                 progress=not args.no_progress and dist.main, precision="bf16" if args.bf16 else None,
-                                compile=args.compile or None)
+                                compile=args.compile or None, guided=guided, per_class=args.per_class)
         results.append(res)
         print(f"step {res['protocol']['checkpoint_step']}: {describe_metrics(res['metrics'])}", flush=True)
+        if "per_class" in res["metrics"]:
+            m = res["metrics"]
+            agreement = f"class agreement {m['agreement']:.3f}; " if "agreement" in m else ""
+            fds = ", ".join(f"{c}: {r['fd']:.1f}" for c, r in m["per_class"].items() if "fd" in r)
+            print(f"  {agreement}FD per class ({fds})", flush=True)
     if not dist.main:
         return 0
     payload = results[0] if len(results) == 1 else {"checkpoints": results}
@@ -128,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         key = metrics[0] if metrics[0] != "pr" else "precision"
         rows = [{"step": r["protocol"]["checkpoint_step"],
                  **{k: metric_value(r["metrics"], k) for k in r["metrics"]
-                    if k not in ("too_few_samples", "values_below_min_n")}} for r in results]
+                    if k not in ("too_few_samples", "values_below_min_n", "per_class")}} for r in results]
         best = write_sweep(out.companion("checkpoints.csv"), out.companion("checkpoints.png"), rows, key,
                            n=args.n)
         payload["best"] = best
@@ -160,6 +168,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true")
     p.add_argument("--bf16", action="store_true", help="the network under bf16 autocast (CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA graphs on CUDA)")
+    p.add_argument("--per-class", action="store_true",
+                   help="with --class: the fraction of samples the data's classifier assigns to the class asked for "
+                        "(digits: the proxy; else the --classifier at level 0) and FD per class")
     _extractor_args(p)
 
 

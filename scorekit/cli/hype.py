@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ScorekitError
 from .args import SEED, Number, device, existing_path, real
-from .running import add_sampler_args, sampler_options
+from .running import add_sampler_args, guidance_kwargs, sampler_options
 
 PER_RATER_DEFAULT, N_DEFAULT = 100, 2000
 
@@ -36,6 +36,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     half_t = args.tutorial // 2
     n_fake = args.n_fake
     if src.suffix == ".npz":
+        if args.klass is not None:
+            raise ScorekitError("--class: needs a run to sample from (the samples of SAMPLES.npz are drawn already)")
         with np.load(src, allow_pickle=False) as f:
             if "samples" not in f or f["samples"].dtype != np.uint8 or f["samples"].ndim != 4:
                 raise ScorekitError(f"{src}: expected an array 'samples' (uint8, NHWC)")
@@ -56,6 +58,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         from .running import check_steps
 
         check_steps(denoiser, sampler, args.steps)
+        guided = guidance_kwargs(args, denoiser, n_fake + half_t)
         info = {"run": str(src), "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
                 "sampler": sampler, "steps": args.steps or denoiser.config.sampling.steps or "sampler default",
                 "sample_seed": args.seed}
@@ -73,7 +76,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         from ..evaluate import generate
 
         fakes = generate(denoiser, n_fake + half_t, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
-                         options=sampler_options(args), progress=not args.no_progress)
+                         options=sampler_options(args), progress=not args.no_progress, **guided)
     else:
         fakes = torch.from_numpy(samples[:n_fake + half_t]).permute(0, 3, 1, 2).contiguous()
     order = np.random.RandomState(args.seed).permutation(len(source))[:n_real + half_t]

@@ -9,7 +9,19 @@ from pathlib import Path
 
 from ..config import CHOICES
 from ..errors import ScorekitError
-from .args import BATCH, COUNT, SEED, STEPS_OR_DEFAULT, Number, device, existing_file, out_paths, real
+from .args import (
+    BATCH,
+    COUNT,
+    SEED,
+    STEPS_OR_DEFAULT,
+    Number,
+    class_spec,
+    device,
+    existing_file,
+    existing_path,
+    out_paths,
+    real,
+)
 
 SAMPLER_NAMES = CHOICES["sampling.sampler"]
 
@@ -85,13 +97,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_steps(denoiser, sampler, args.steps)
     paths = out_paths(args.out, Path(args.run) / "samples" / f"seed{args.seed}", "grid.png")
     options = sampler_options(args)
+    guided = guidance_kwargs(args, denoiser, args.n)
     t0 = time.perf_counter()
     images = generate(denoiser, args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
                       options=options, progress=not args.no_progress, precision="bf16" if args.bf16 else None,
-                      compile=args.compile or None)
+                      compile=args.compile or None, **guided)
     summary = {"n": args.n, "seed": args.seed, "sampler": sampler,
                "steps": args.steps, "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
                "seconds": round(time.perf_counter() - t0, 1), **write_samples(paths, images)}
+    if guided:
+        summary.update(classes=guided["labels"].tolist(), guidance=guided["guidance"],
+                       classifier=str(args.classifier) if args.classifier else None,
+                       classifier_scale=guided["classifier_scale"])
     if cfg.data.dataset == "digits" and cfg.data.resolution == 8 and cfg.data.channels == 1:
         summary["proxy"] = proxy_metrics(images)
     paths.companion("summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -107,6 +124,39 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
+def guidance_kwargs(args: argparse.Namespace, denoiser, n: int) -> dict:
+    """--class / --guidance / --classifier / --classifier-scale as generate()'s keyword arguments, checked
+    against the model before any sampling."""
+    from ..guidance import labels_for
+
+    if args.klass is None:
+        for flag, value in (("--guidance", args.guidance), ("--classifier", args.classifier),
+                            ("--classifier-scale", args.classifier_scale)):
+            if value is not None:
+                raise ScorekitError(f"{flag}: needs --class (which class to draw)")
+        return {}
+    classifier = None
+    if args.classifier is not None:
+        from ..run import load
+
+        classifier = load(args.classifier, device=denoiser.device)
+        if classifier.config.model.arch != "classifier":
+            raise ScorekitError(f"--classifier {args.classifier}: not a classifier run (train one with "
+                                "`scorekit classifier RUN`)")
+    scale = args.classifier_scale if args.classifier_scale is not None else (1.0 if classifier is not None else 0.0)
+    if scale and classifier is None:
+        raise ScorekitError("--classifier-scale: needs --classifier DIR")
+    k = denoiser.config.model.num_classes or (classifier.config.model.num_classes if classifier else 0)
+    if not k:
+        raise ScorekitError("--class: this run is unconditional (model.num_classes=0); give --classifier DIR "
+                            "(classifier guidance) or train with model.num_classes")
+    guidance = args.guidance if args.guidance is not None else denoiser.config.sampling.guidance
+    kwargs = {"labels": labels_for(args.klass, n, k), "guidance": guidance, "classifier": classifier,
+              "classifier_scale": scale}
+    denoiser.conditional(kwargs["labels"][:1], guidance=guidance, classifier=classifier, classifier_scale=scale)
+    return kwargs
+
+
 def sampler_options(args: argparse.Namespace) -> dict:
     """The sampler options given on the command line (--steps, --schedule)."""
     return {**({"steps": args.steps} if args.steps else {}), **({"schedule": args.schedule} if args.schedule else {})}
@@ -120,6 +170,13 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="time-step schedule (default: the run's; auto = one searched by tune-schedule, if any)")
     p.add_argument("--seed", type=SEED, default=0, help="base seed; image i uses (seed, i)")
     p.add_argument("--batch-size", type=BATCH, default=256)
+    p.add_argument("--class", dest="klass", type=class_spec, metavar="C[,C...]|all",
+                   help="draw these classes (a list repeats; all: an equal share of each)")
+    p.add_argument("--guidance", type=real(0, 100), metavar="S",
+                   help="classifier-free guidance scale: 1 the conditional model, 0 the unconditional "
+                        "(default: the run's sampling.guidance)")
+    p.add_argument("--classifier", type=existing_path, metavar="DIR", help="classifier guidance: a classifier run")
+    p.add_argument("--classifier-scale", type=real(0, 1000), metavar="K", help="classifier guidance scale (default 1)")
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:

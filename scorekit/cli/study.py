@@ -21,6 +21,8 @@ def cmd_study(args: argparse.Namespace) -> int:
       memorization      training vs test loss, nearest training images of samples, the KDE baseline
       ddpm-objectives   DDPM's Table 2: eps / mean prediction x L_simple / the true bound (fixed or learned
                         variance), FD and bits/dim per row
+      guidance          FD against class agreement for classifier-free guidance (a class-conditional
+                        preset) and classifier guidance (the same data unconditionally, plus a classifier)
 
     Defaults finish on 2 CPU cores on the digits in about 30 minutes per study; the papers' scale is
     --base ncsnv2-cifar10 data.path=/data/cifar-10-batches-py (Inception FID: --inception-weights).

@@ -49,7 +49,8 @@ def micro_batch_slice(global_batch: int, world: int, rank: int, accum: int, micr
 
 
 class BatchStream:
-    """Yields uint8 micro-batches for steps ``start_step``.. in order; resumable by construction."""
+    """Yields (uint8 micro-batch, class labels or None) for steps ``start_step``.. in order; resumable by
+    construction."""
 
     def __init__(self, source: ImageSource, *, seed: int, global_batch: int, world: int = 1, rank: int = 0,
                  accum: int = 1, num_workers: int = 0, device: torch.device | str = "cpu"):
@@ -60,6 +61,7 @@ class BatchStream:
         self.global_batch, self.world, self.rank, self.accum = global_batch, world, rank, accum
         self.num_workers, self.device = num_workers, torch.device(device)
         self.images = source.images.to(self.device) if source.images is not None else None
+        self.labels = source.labels.to(self.device) if source.labels is not None else None
 
     def _plan(self, start_step: int) -> Iterator[np.ndarray]:
         step = start_step
@@ -69,17 +71,20 @@ class BatchStream:
                 yield idx[micro_batch_slice(self.global_batch, self.world, self.rank, self.accum, micro)]
             step += 1
 
-    def batches(self, start_step: int) -> Iterator[torch.Tensor]:
+    def _labels(self, idx: np.ndarray) -> torch.Tensor | None:
+        return None if self.labels is None else self.labels[torch.from_numpy(idx).to(self.device)]
+
+    def batches(self, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         if self.images is not None:  # in memory (digits, CIFAR-10): gather on the device
             for idx in self._plan(start_step):
-                yield self.images[torch.from_numpy(idx).to(self.device)]
+                yield self.images[torch.from_numpy(idx).to(self.device)], self._labels(idx)
             return
         loader = torch.utils.data.DataLoader(
             self.source, batch_sampler=_Plan(self._plan, start_step), num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
             prefetch_factor=4 if self.num_workers else None)
-        for batch in loader:
-            yield batch.to(self.device, non_blocking=True)
+        for batch, idx in zip(loader, self._plan(start_step)):  # the same plan: labels of the same images
+            yield batch.to(self.device, non_blocking=True), self._labels(idx)
 
 
 class _Plan(torch.utils.data.Sampler):

@@ -31,12 +31,16 @@ def data_config(spec: str, *, resolution: int | None = None, channels: int | Non
 
 
 def load_images(spec: str, *, split: str = "train", resolution: int | None = None, channels: int | None = None,
-                max_images: int = 0) -> tuple[torch.Tensor, str]:
-    """uint8 (N, C, H, W) images of DATA (the first ``max_images`` if > 0) and a one-line description."""
+                max_images: int = 0, with_labels: bool = False) -> tuple:
+    """uint8 (N, C, H, W) images of DATA (the first ``max_images`` if > 0) and a one-line description; with
+    ``with_labels`` also their class labels (None where the data has no classes)."""
     from .sources import build_source
 
     cfg = data_config(spec, resolution=resolution, channels=channels)
     src = build_source(cfg, split)
     n = len(src) if max_images <= 0 else min(max_images, len(src))
     images = src.images[:n] if src.images is not None else torch.stack([src[i] for i in range(n)])
-    return images, f"{cfg.dataset}{' ' + cfg.path if cfg.path else ''} ({split}, {n} images)"
+    described = f"{cfg.dataset}{' ' + cfg.path if cfg.path else ''} ({split}, {n} images)"
+    if with_labels:
+        return images, described, None if src.labels is None else src.labels[:n]
+    return images, described

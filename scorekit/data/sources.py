@@ -26,7 +26,8 @@ class ImageSource(torch.utils.data.Dataset):
 
     name = "images"
     images: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # class indices, where the data has classes
+    class_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -35,9 +36,13 @@ class ImageSource(torch.utils.data.Dataset):
         return self.images[i]
 
 
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
 class InMemory(ImageSource):
-    def __init__(self, name: str, images: torch.Tensor, labels: torch.Tensor | None = None):
-        self.name, self.images, self.labels = name, images, labels
+    def __init__(self, name: str, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 class_names: list[str] | None = None):
+        self.name, self.images, self.labels, self.class_names = name, images, labels, class_names
 
 
 def prepare(img: Image.Image, resolution: int, channels: int, centre_crop: int = 0) -> torch.Tensor:
@@ -82,7 +87,7 @@ def digits(split: str = "train", resolution: int = 8) -> InMemory:
     x = torch.from_numpy(images[idx])[:, None]
     if resolution != 8:
         x = torch.nn.functional.interpolate(x.float(), size=resolution, mode="nearest").round().to(torch.uint8)
-    return InMemory("digits", x, torch.from_numpy(d.target[idx]))
+    return InMemory("digits", x, torch.from_numpy(d.target[idx]), [str(i) for i in range(10)])
 
 
 # ----- CIFAR-10 python batches ---------------------------------------------------------------------------
@@ -123,7 +128,7 @@ def cifar10(path: str | Path, split: str = "train") -> InMemory:
         raise DataError(f"{root / missing[0]}: missing CIFAR-10 batch file")
     parts = [_read_cifar_batch(root / n) for n in names]
     return InMemory("cifar10", torch.from_numpy(np.concatenate([p[0] for p in parts])),
-                    torch.from_numpy(np.concatenate([p[1] for p in parts])))
+                    torch.from_numpy(np.concatenate([p[1] for p in parts])), CIFAR10_CLASSES)
 
 
 # ----- folders, zips, LSUN lmdb --------------------------------------------------------------------------
@@ -149,6 +154,12 @@ class Files(ImageSource):
         if not self.members:
             raise DataError(f"{self.path}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
         self.name = self.path.name
+        # classes are the sub-folders (sorted names), when every image is inside one
+        parts = [m.replace("\\", "/").split("/") for m in self.members]
+        if all(len(p) > 1 for p in parts):
+            self.class_names = sorted({p[0] for p in parts})
+            index = {c: i for i, c in enumerate(self.class_names)}
+            self.labels = torch.tensor([index[p[0]] for p in parts])
         self._zf = None
 
     def __len__(self) -> int:

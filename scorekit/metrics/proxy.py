@@ -76,12 +76,13 @@ def features_and_probs(u8: torch.Tensor, net: DigitsClassifier | None = None) ->
 FEATURE_DIM = 128
 
 
-def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0) -> dict:
+def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0, labels: torch.Tensor | None = None) -> dict:
     """Proxy FD of the samples against the test digits, the real-vs-real floor at the same N (that many
     training digits against the test digits) and the IS analogue of samples and of real digits.
 
     Below the rule of :mod:`scorekit.metrics.min_n` (FD: N >= 128, IS: N >= 100) a value is None, with
-    the reason in ``too_few_samples`` and the computed value in ``values_below_min_n``."""
+    the reason in ``too_few_samples`` and the computed value in ``values_below_min_n``. With the ``labels``
+    asked for, ``agreement`` is the fraction of samples the classifier assigns to them."""
     from ..data.sources import digits
     from .min_n import too_few, withhold
 
@@ -96,6 +97,8 @@ def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0) -> dict:
     floor = frechet_distance(*feature_stats(f_r), mu_t, s_t)
     values = {"proxy_fd": fd, "proxy_fd_floor": floor, "proxy_is": inception_score(p_s, 1)[0],
               "proxy_is_real": inception_score(p_r, 1)[0], "n": int(len(samples_u8))}
+    if labels is not None:
+        values["agreement"] = float((p_s.argmax(1) == labels.cpu().numpy()).mean())
     n = len(samples_u8)
     fd_reason = too_few("proxy_fd", n, feature_dim=FEATURE_DIM)
     is_reason = too_few("proxy_is", n)

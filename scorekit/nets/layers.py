@@ -42,8 +42,13 @@ def linear(cin: int, cout: int, zero: bool = False) -> nn.Linear:
     return init_(nn.Linear(cin, cout), zero)
 
 
-def group_norm(ch: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups and TF's epsilon 1e-6."""
+def group_norm(ch: int, groups: int = 0) -> nn.GroupNorm:
+    """GroupNorm with TF's epsilon 1e-6: ``groups`` groups, or (0) the paper's 32 where 32 divides the channels
+    and gcd(32, ch) elsewhere. Beware the latter on narrow layers: with one channel per group GroupNorm is an
+    instance norm, which removes the per-channel bias by which a ResnetBlock adds the time (and class)
+    embedding; narrow networks should set one group count for all layers (``model.norm_groups``)."""
+    if groups:
+        return nn.GroupNorm(groups, ch, eps=1e-6)
     return nn.GroupNorm(32 if ch % 32 == 0 else math.gcd(32, ch), ch, eps=1e-6)
 
 
@@ -60,12 +65,12 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class ResnetBlock(nn.Module):
     """GN -> Swish -> conv3x3 -> + Dense(temb) -> GN -> Swish -> dropout -> conv3x3 (zero init), + shortcut."""
 
-    def __init__(self, cin: int, cout: int, temb_ch: int, dropout: float):
+    def __init__(self, cin: int, cout: int, temb_ch: int, dropout: float, groups: int = 0):
         super().__init__()
-        self.norm1 = group_norm(cin)
+        self.norm1 = group_norm(cin, groups)
         self.conv1 = conv(cin, cout)
         self.temb_proj = linear(temb_ch, cout)
-        self.norm2 = group_norm(cout)
+        self.norm2 = group_norm(cout, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv(cout, cout, zero=True)
         self.nin_shortcut = conv(cin, cout, 1) if cin != cout else None
@@ -84,9 +89,9 @@ class AttnBlock(nn.Module):
     q/k/v weights load into it through :meth:`_load_from_state_dict`.
     """
 
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, groups: int = 0):
         super().__init__()
-        self.norm = group_norm(ch)
+        self.norm = group_norm(ch, groups)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)
         for i in range(3):  # initialise as three separate layers, as the authors do
             variance_scaling_(self.qkv.weight.data[i * ch:(i + 1) * ch])

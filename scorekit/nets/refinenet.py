@@ -33,16 +33,24 @@ ARCHS["ncsn"] = ARCHS["ncsnv2"]  # NCSN v1 has NCSNv2's layout with conditional 
 
 
 class RefineNet(nn.Module):
-    """``forward(x, label)``: x in [0, 1] of shape (B, C, H, W); label is the level index (used by NCSN v1)."""
+    """``forward(x, label[, y])``: x in [0, 1] of shape (B, C, H, W); label is the level index (used by NCSN v1).
+
+    With ``num_labels`` > 0 an NCSNv2 network is class-conditional the way NCSN v1 is noise-conditional: its
+    InstanceNorm++ layers take (gamma, alpha, beta) from an embedding of the class y in 0..num_labels (the
+    last, num_labels, is the "no class" token of classifier-free guidance)."""
 
     def __init__(self, arch: str = "ncsnv2", channels: int = 3, ngf: int = 128, num_classes: int | None = None,
-                 resolution: int = 32, centered: bool = False):
+                 resolution: int = 32, centered: bool = False, num_labels: int = 0):
         super().__init__()
         self.centered = centered
         if arch not in ARCHS:
             raise ValueError(f"unknown RefineNet {arch!r}; choose one of {', '.join(ARCHS)}")
-        self.conditional = arch == "ncsn"
-        nc = num_classes if self.conditional else None
+        if arch == "ncsn" and num_labels:
+            raise ValueError("NCSN v1's norms are conditioned on the noise level; class labels need an NCSNv2 network")
+        self.level_conditional = arch == "ncsn"
+        self.num_labels = num_labels
+        self.conditional = self.level_conditional or num_labels > 0
+        nc = num_classes if self.level_conditional else (num_labels + 1 if num_labels else None)
         spec = ARCHS[arch]
         self.begin_conv = nn.Conv2d(channels, ngf, 3, padding=1)
         self.stage_names = [s[0] for s in spec["stages"]]
@@ -63,8 +71,14 @@ class RefineNet(nn.Module):
         self.act = nn.ELU()
         self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        y = label if self.conditional else None
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None, y: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        if self.level_conditional:
+            y = label
+        elif self.num_labels:
+            y = (torch.full((x.shape[0],), self.num_labels, device=x.device) if y is None else y).long()
+        else:
+            y = None
         h = self.begin_conv(x if self.centered else 2 * x - 1.0)
         layers = []
         for name in self.stage_names:
@@ -81,5 +95,5 @@ class RefineNet(nn.Module):
 
 
 def build_refinenet(arch: str, *, channels: int = 3, ngf: int = 128, num_levels: int = 10,
-                    resolution: int = 32, centered: bool = False) -> RefineNet:
-    return RefineNet(arch, channels, ngf, num_levels, resolution, centered)
+                    resolution: int = 32, centered: bool = False, num_labels: int = 0) -> RefineNet:
+    return RefineNet(arch, channels, ngf, num_levels, resolution, centered, num_labels)

@@ -28,18 +28,25 @@ class _Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """DDPM U-Net: ``forward(x, t)`` with x of shape (B, in_ch, R, R) and t of shape (B,) (timesteps)."""
+    """DDPM U-Net: ``forward(x, t[, y])`` with x of shape (B, in_ch, R, R), t of shape (B,) (timesteps) and, for
+    ``num_classes`` > 0, class labels y in 0..num_classes (num_classes itself is the "no class" token of
+    classifier-free guidance): a learned class embedding is added to the time embedding (improved DDPM)."""
 
     def __init__(self, *, resolution: int = 32, in_ch: int = 3, out_ch: int = 3, ch: int = 128,
                  ch_mult: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
-                 attn_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1):
+                 attn_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1, num_classes: int = 0,
+                 norm_groups: int = 0):
         super().__init__()
+        self.num_classes, self.norm_groups = num_classes, norm_groups
+        g = norm_groups
         if resolution % (2 ** (len(ch_mult) - 1)):
             raise ValueError(f"resolution {resolution} is not divisible by 2^{len(ch_mult) - 1}")
         self.ch, self.temb_ch = ch, 4 * ch
         self.resolution, self.in_ch, self.out_ch = resolution, in_ch, out_ch
         self.temb = nn.Module()
         self.temb.dense = nn.ModuleList([linear(ch, self.temb_ch), linear(self.temb_ch, self.temb_ch)])
+        if num_classes:
+            self.class_emb = nn.Embedding(num_classes + 1, self.temb_ch)
         self.conv_in = conv(in_ch, ch)
 
         skips, res, cur = [ch], resolution, ch
@@ -47,10 +54,10 @@ class UNet(nn.Module):
         for i, mult in enumerate(ch_mult):
             level = _Level()
             for _ in range(num_res_blocks):
-                level.block.append(ResnetBlock(cur, ch * mult, self.temb_ch, dropout))
+                level.block.append(ResnetBlock(cur, ch * mult, self.temb_ch, dropout, g))
                 cur = ch * mult
                 if res in attn_resolutions:
-                    level.attn.append(AttnBlock(cur))
+                    level.attn.append(AttnBlock(cur, g))
                 skips.append(cur)
             if i != len(ch_mult) - 1:
                 level.downsample = Downsample(cur)
@@ -59,31 +66,35 @@ class UNet(nn.Module):
             self.down.append(level)
 
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(cur, cur, self.temb_ch, dropout)
-        self.mid.attn_1 = AttnBlock(cur)
-        self.mid.block_2 = ResnetBlock(cur, cur, self.temb_ch, dropout)
+        self.mid.block_1 = ResnetBlock(cur, cur, self.temb_ch, dropout, g)
+        self.mid.attn_1 = AttnBlock(cur, g)
+        self.mid.block_2 = ResnetBlock(cur, cur, self.temb_ch, dropout, g)
 
         up = []
         for i, mult in reversed(list(enumerate(ch_mult))):
             level = _Level()
             for _ in range(num_res_blocks + 1):
-                level.block.append(ResnetBlock(cur + skips.pop(), ch * mult, self.temb_ch, dropout))
+                level.block.append(ResnetBlock(cur + skips.pop(), ch * mult, self.temb_ch, dropout, g))
                 cur = ch * mult
                 if res in attn_resolutions:
-                    level.attn.append(AttnBlock(cur))
+                    level.attn.append(AttnBlock(cur, g))
             if i != 0:
                 level.upsample = Upsample(cur)
                 res *= 2
             up.insert(0, level)
         self.up = nn.ModuleList(up)  # indexed like ``down``: up[0] is the full-resolution level
-        self.norm_out = group_norm(cur)
+        self.norm_out = group_norm(cur, g)
         self.conv_out = conv(cur, out_ch, zero=True)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = timestep_embedding(t, self.ch).to(self.temb.dense[0].weight.dtype)
-        temb = F.silu(self.temb.dense[1](F.silu(self.temb.dense[0](emb))))  # swish(temb) feeds every block
+        temb = self.temb.dense[1](F.silu(self.temb.dense[0](emb)))
+        if self.num_classes:
+            y = torch.full_like(t, self.num_classes, dtype=torch.long) if y is None else y.long()
+            temb = temb + self.class_emb(y.to(x.device))
+        temb = F.silu(temb)  # swish(temb) feeds every block
         hs = [self.conv_in(x)]
         for level in self.down:
             for j, block in enumerate(level.block):

@@ -1,0 +1,55 @@
+"""STUDIES.md from the studies' own reports: each report.md, its figures copied to docs/studies/<study>/.
+
+    python benchmarks/studies_md.py studies/ddpm-objectives studies/ncsn-techniques ... [--out STUDIES.md]
+
+The reports are taken as they are (the tables are the studies' numbers); only the figure links are
+rewritten to the copies, and each section gets the study's folder name and protocol line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+HEAD = """# Studies
+
+The papers' experiments rerun with `scorekit study` on the digits (scikit-learn's bundled 8x8 digits), on
+the CPU. Each section below is the study's own `report.md` (date, machine and command in its first line),
+with its figures; the runs, CSVs and JSON protocols stay in the study folders. FD is the digits proxy
+(Frechet distance in the feature space of a small digits classifier) against the 300 test digits; it is
+biased at small N, so compare only numbers at the same N.
+
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("studies", nargs="+")
+    ap.add_argument("--out", default="STUDIES.md")
+    ap.add_argument("--figures", default="docs/studies")
+    ap.add_argument("--notes", help="a Markdown file of notes to put after the heading")
+    args = ap.parse_args()
+    parts = [HEAD]
+    if args.notes:
+        parts.append(Path(args.notes).read_text().rstrip() + "\n\n")
+    for folder in map(Path, args.studies):
+        name = json.loads(next(folder.glob("*.json")).read_text())["protocol"]["study"]
+        dest = Path(args.figures) / name
+        dest.mkdir(parents=True, exist_ok=True)
+        text = (folder / "report.md").read_text()
+
+        def relink(m: re.Match) -> str:
+            shutil.copy(folder / m.group(2), dest / m.group(2))
+            return f"![{m.group(1)}]({dest.as_posix()}/{m.group(2)})"
+
+        text = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", relink, text)
+        parts.append(re.sub(r"^# ", "## ", text, count=1).rstrip() + "\n\n")
+    Path(args.out).write_text("".join(parts))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
