@@ -48,6 +48,9 @@ VARIANTS = {  # name: (preset, overrides, what it tests)
                    "the DDPM digits U-Net as the NCSN score model"),
     "ncsnv2-on-vp": ("ddpm-digits", ["model.arch=ncsnv2", "model.ngf=16", "model.output=eps"],
                      "the NCSNv2 RefineNet as the DDPM eps-model"),
+    "ddpm-g4": ("ddpm-digits", ["model.norm_groups=4"], "the DDPM default with 4 GroupNorm groups everywhere"),
+    "unet-on-ve-g4": ("ncsnv2-digits", [*UNET, "model.norm_groups=4", "model.output=sigma_score", *DDPM_RECIPE],
+                      "the U-Net with 4 GroupNorm groups as the NCSN score model"),
 }
 HEUN = ("heun", {"steps": 18})
 

@@ -11,6 +11,7 @@ weights_only=True).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from ..factory import build_net
 from ..images import atomic_write_bytes
 from ..processes.vp import beta_schedule
 from .common import load_checked, write_run
-from .diffusers_config import unet2d_kwargs
+from .diffusers_config import unet2d_kwargs, uniform_norm_groups
 
 _RESNET = (("norm1", "norm1"), ("conv1", "conv1"), ("temb_proj", "time_emb_proj"), ("norm2", "norm2"),
            ("conv2", "conv2"), ("nin_shortcut", "conv_shortcut"))
@@ -105,10 +106,10 @@ def to_diffusers_keys(state: dict[str, torch.Tensor], cfg: Config) -> dict[str, 
 # ----- configurations ----------------------------------------------------------------------------------------
 
 _REQUIRED = {"norm_eps": 1e-6, "downsample_padding": 0, "flip_sin_to_cos": False, "freq_shift": 1,
-             "act_fn": "silu", "time_embedding_type": "positional", "norm_num_groups": 32,
-             "resnet_time_scale_shift": "default", "center_input_sample": False}
+             "act_fn": "silu", "time_embedding_type": "positional", "resnet_time_scale_shift": "default",
+             "center_input_sample": False, "class_embed_type": None, "num_class_embeds": None}
 _VARIANCE = {"fixed_small": "fixedsmall", "fixed_small_log": "fixedsmall", "fixed_large": "fixedlarge",
-             "fixed_large_log": "fixedlarge"}
+             "fixed_large_log": "fixedlarge", "learned_range": "learned_range"}
 _PREDICTION = {"epsilon": "eps", "sample": "x0"}
 
 
@@ -141,13 +142,18 @@ def config_from_diffusers(unet: dict, scheduler: dict, source: str) -> Config:
         raise CheckpointError(f"{source}: prediction_type {pred!r} is not supported (epsilon or sample)")
     variance = scheduler.get("variance_type", "fixed_small")
     if variance not in _VARIANCE:
-        raise CheckpointError(f"{source}: variance_type {variance!r} is not supported (fixed_small or fixed_large)")
+        raise CheckpointError(f"{source}: variance_type {variance!r} is not supported (fixed_small, fixed_large or "
+                              "learned_range)")
     T = scheduler.get("num_train_timesteps", 1000)
     schedule = {"linear": "linear", "squaredcos_cap_v2": "cosine"}.get(scheduler.get("beta_schedule", "linear"))
     if scheduler.get("trained_betas") is not None or schedule is None:
         raise CheckpointError(f"{source}: beta_schedule {scheduler.get('beta_schedule')!r} / trained_betas are not "
                               "supported for import (linear or squaredcos_cap_v2)")
     in_ch = unet.get("in_channels", 3)
+    if unet.get("out_channels", in_ch) != in_ch * (2 if variance == "learned_range" else 1):
+        raise CheckpointError(f"{source}: out_channels {unet.get('out_channels')} does not fit in_channels {in_ch} "
+                              f"with variance_type {variance!r}")
+    groups = unet.get("norm_num_groups", 32)
     return Config(
         name=f"diffusers-{Path(source).name}", description=f"converted from the diffusers folder {source}",
         family="ddpm", data=DataConfig(dataset="folder", resolution=res, channels=in_ch),
@@ -157,7 +163,7 @@ def config_from_diffusers(unet: dict, scheduler: dict, source: str) -> Config:
         model=ModelConfig(arch="unet", ch=ch, ch_mult=[b // ch for b in blocks],
                           num_res_blocks=unet.get("layers_per_block", 2), attn_resolutions=attn,
                           dropout=float(unet.get("dropout", 0.0)), output=_PREDICTION[pred],
-                          variance=_VARIANCE[variance]),
+                          variance=_VARIANCE[variance], norm_groups=0 if groups == 32 else groups),
         sampling=SamplingConfig(clip_denoised=bool(scheduler.get("clip_sample", True))))
 
 
@@ -193,24 +199,48 @@ def import_diffusers(folder: str | Path, out: str | Path) -> Path:
     return write_run(out, cfg, sd, sd, 0, {"format": "diffusers", "path": str(folder)})
 
 
+def export_refusal(cfg: Config) -> str | None:
+    """Why diffusers' UNet2DModel + DDPMScheduler + DDPMPipeline cannot express this run (None if they can),
+    naming the setting."""
+    m = cfg.model
+    if cfg.process.kind != "vp":
+        return f"process.kind={cfg.process.kind}: diffusers' DDPMScheduler is the VP (DDPM) process"
+    if m.arch != "unet":
+        return f"model.arch={m.arch}: UNet2DModel is the DDPM U-Net; there is no diffusers RefineNet"
+    if m.num_classes:
+        return f"model.num_classes={m.num_classes}: DDPMPipeline samples unconditional models only"
+    if m.output not in ("eps", "x0"):
+        return f"model.output={m.output}: DDPMScheduler predicts epsilon or the sample (x0)"
+    if m.variance == "learned":
+        return ("model.variance=learned: the network's log-variance; DDPMScheduler's 'learned' takes a variance "
+                "(learned_range exports)")
+    if uniform_norm_groups(m.ch, m.ch_mult, m.norm_groups) is None:
+        return (f"model.norm_groups=0 gives {sorted({math.gcd(32, m.ch * c) for c in m.ch_mult})} groups in "
+                "different layers; UNet2DModel has one norm_num_groups (set model.norm_groups)")
+    return None
+
+
 def export_diffusers(denoiser, out: str | Path) -> Path:
-    """``scorekit export diffusers RUN``: a folder that ``DDPMPipeline.from_pretrained`` loads."""
+    """``scorekit export diffusers RUN``: a folder that ``DDPMPipeline.from_pretrained`` loads; runs diffusers
+    cannot express are refused (:func:`export_refusal`) before anything is written."""
     cfg = denoiser.config
-    if cfg.family != "ddpm" or cfg.model.output not in ("eps", "x0") or cfg.model.variance not in ("fixedlarge",
-                                                                                                   "fixedsmall"):
-        raise CheckpointError("diffusers' DDPMPipeline takes eps- or x0-predicting DDPM runs with a fixed variance")
+    reason = export_refusal(cfg)
+    if reason:
+        raise CheckpointError(f"cannot export to diffusers: {reason}")
     out = Path(out)
     m, d = cfg.model, cfg.data
+    learned = m.variance == "learned_range"
     unet = {"_class_name": "UNet2DModel", "_diffusers_version": "0.25.0",
-            **unet2d_kwargs(resolution=d.resolution, in_ch=d.channels, out_ch=d.channels, ch=m.ch,
-                            ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                            attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout)}
+            **unet2d_kwargs(resolution=d.resolution, in_ch=d.channels, out_ch=d.channels * (2 if learned else 1),
+                            ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                            attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+                            norm_groups=uniform_norm_groups(m.ch, m.ch_mult, m.norm_groups))}
     unet["block_out_channels"] = list(unet["block_out_channels"])
     unet["down_block_types"], unet["up_block_types"] = list(unet["down_block_types"]), list(unet["up_block_types"])
     p = cfg.process
     sched = {"_class_name": "DDPMScheduler", "_diffusers_version": "0.25.0", "num_train_timesteps": p.num_timesteps,
              "beta_start": p.beta_start, "beta_end": p.beta_end, "clip_sample": cfg.sampling.clip_denoised,
-             "variance_type": "fixed_large" if m.variance == "fixedlarge" else "fixed_small",
+             "variance_type": {"fixedlarge": "fixed_large", "fixedsmall": "fixed_small"}.get(m.variance, m.variance),
              "prediction_type": "epsilon" if m.output == "eps" else "sample"}
     if p.schedule in ("linear", "cosine"):
         sched["beta_schedule"] = "linear" if p.schedule == "linear" else "squaredcos_cap_v2"
