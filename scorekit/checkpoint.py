@@ -1,6 +1,7 @@
 """Checkpoints that load without executing code, written atomically.
 
-One ``.safetensors`` file per checkpoint holds the tensors (``model.*``, ``ema.*``, ``optim.*``) and, in
+One ``.safetensors`` file per checkpoint holds the tensors (``model.*``, ``ema.*``, ``optim.*``, and further
+named groups such as the power-function EMAs ``phema0.*``) and, in
 its metadata, a JSON document with the configuration, step, data position and the optimizer's
 non-tensor state. A write goes to a temporary file in the same folder, is fsynced and renamed: a
 crash mid-write leaves the previous checkpoint intact.
@@ -34,6 +35,7 @@ class Checkpoint:
     ema: dict[str, torch.Tensor] | None = None
     optimizer: dict[str, Any] | None = None
     state: dict[str, Any] = field(default_factory=dict)  # everything else from the JSON document
+    extra: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # further tensor groups by prefix
 
 
 def _flatten_optimizer(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -66,11 +68,18 @@ def _check_finite(prefix: str, sd: dict[str, torch.Tensor]) -> None:
 
 def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int, model: dict[str, torch.Tensor],
                     ema: dict[str, torch.Tensor] | None = None, optimizer: dict[str, Any] | None = None,
-                    state: dict[str, Any] | None = None) -> Path:
-    """Write one checkpoint atomically (temporary file, fsync, rename)."""
+                    state: dict[str, Any] | None = None, extra: dict[str, dict[str, torch.Tensor]] | None = None
+                    ) -> Path:
+    """Write one checkpoint atomically (temporary file, fsync, rename). ``extra``: further groups of tensors,
+    by a prefix other than model, ema and optim."""
     path = Path(path)
     _check_finite("model.", model)
     tensors = {f"model.{k}": v for k, v in model.items()}
+    for prefix, group in (extra or {}).items():
+        if prefix in ("model", "ema", "optim") or "." in prefix:
+            raise ValueError(f"checkpoint group name {prefix!r} is reserved or has a dot")
+        _check_finite(f"{prefix}.", group)
+        tensors.update({f"{prefix}.{k}": v for k, v in group.items()})
     if ema is not None:
         _check_finite("ema.", ema)
         tensors.update({f"ema.{k}": v for k, v in ema.items()})
@@ -136,8 +145,9 @@ def load_checkpoint(path: str | Path, *, optimizer: bool = True, map_location: s
     if optimizer and "optimizer" in doc and weights:
         opt = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")}, doc["optimizer"])
     state = {k: v for k, v in doc.items() if k not in ("format", "config", "step", "optimizer")}
+    groups = {k.split(".", 1)[0] for k in tensors} - {"model", "ema", "optim"}
     return Checkpoint(config=doc["config"], step=int(doc["step"]), model=part("model."), ema=part("ema.") or None,
-                      optimizer=opt, state=state)
+                      optimizer=opt, state=state, extra={g: part(f"{g}.") for g in sorted(groups)})
 
 
 def safe_torch_load(path: str | Path) -> Any:

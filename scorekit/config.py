@@ -34,7 +34,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest", "classifier"),
     "model.output": ("eps", "x0", "mean", "score", "sigma_score"),
     "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
-    "training.loss": ("mse", "kl", "hybrid", "dsm", "ce"),
+    "training.loss": ("mse", "kl", "hybrid", "dsm", "ce", "edm"),
+    "model.precond": ("none", "edm"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),
     "sampling.sampler": ("ancestral", "langevin", "ddim", "euler", "heun", "rk45", "dpm2m", "pc",
@@ -52,6 +53,8 @@ class DataConfig:
     random_flip: bool = False  # random horizontal flips in training
     centre_crop: int = 0  # centre crop to this size before resizing (CelebA: 140); 0 = none
     dequantize: str = "none"  # uniform dequantization (NCSN v1) or none
+    augment: float = 0.0  # non-leaky augmentation (EDM): probability of each geometric transform; 0 = none
+    max_images: int = 0  # train on the first this many training images; 0 = all
     num_workers: int = 0  # data-loader worker processes
 
 
@@ -80,6 +83,8 @@ class ModelConfig:
     output: str = "eps"  # what the network outputs: eps | x0 | mean | score | sigma_score
     variance: str = "fixedlarge"  # reverse-process variance: fixedlarge | fixedsmall | learned_range | learned
     num_classes: int = 0  # class-conditional with this many classes (0 = unconditional)
+    precond: str = "none"  # edm: D = c_skip x + c_out F(c_in x; ln(sigma)/4) (EDM Table 1); none: the output's own
+    sigma_data: float = 0.5  # edm: the data's standard deviation in the model's range
     norm_groups: int = 0  # unet: GroupNorm groups of every layer; 0 = 32, or gcd(32, channels) where 32 doesn't divide
 
 
@@ -99,6 +104,10 @@ class TrainingConfig:
     anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
     grad_accum: int = 1  # micro-batches per optimizer step
     label_dropout: float = 0.0  # classifier-free guidance: probability that a label is replaced by "no class"
+    p_mean: float = -1.2  # edm loss: ln(sigma) ~ N(p_mean, p_std^2)
+    p_std: float = 1.2
+    snapshot_every: int = 0  # post-hoc EMA (EDM2): save the power-function EMAs every this many steps; 0 = off
+    phema_sigma_rel: list[float] = field(default_factory=lambda: [0.05, 0.10])  # their relative widths
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
     compile: bool = False  # torch.compile the network (CUDA)
     channels_last: bool = True  # channels-last memory format (faster convolutions on GPUs)
@@ -211,94 +220,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _positive(cfg: Config, keys: list[str], strict: bool = True) -> None:
-    for key in keys:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if (value <= 0) if strict else (value < 0):
-            raise ConfigError(f"{key}: must be {'> 0' if strict else '>= 0'}, got {value}")
-
-
-def validate(cfg: Config) -> Config:
-    """Check choices, ranges and cross-field consistency; return ``cfg``."""
-    for key, allowed in CHOICES.items():
-        obj = cfg
-        for part in key.split("."):
-            obj = getattr(obj, part)
-        if obj not in allowed:
-            raise ConfigError(f"{key}: {obj!r} is not one of {', '.join(allowed)}")
-    _positive(cfg, ["data.resolution", "process.num_timesteps", "process.num_levels", "model.ch", "model.ngf",
-                    "model.num_res_blocks", "training.steps", "training.batch_size", "training.lr",
-                    "training.grad_accum", "training.log_every", "training.checkpoint_every",
-                    "training.keep_checkpoints", "training.max_nonfinite", "training.test_batch",
-                    "sampling.num_samples", "sampling.batch_size", "sampling.n_steps_each", "sampling.step_lr"])
-    _positive(cfg, ["training.warmup", "training.grad_clip", "training.weight_decay", "sampling.steps",
-                    "training.test_every", "training.sample_every", "data.centre_crop", "data.num_workers",
-                    "eval.bpd_images", "eval.proxy_samples"], strict=False)
-    if cfg.data.channels not in (1, 3):
-        raise ConfigError(f"data.channels: must be 1 or 3, got {cfg.data.channels}")
-    if cfg.model.num_classes < 0:
-        raise ConfigError(f"model.num_classes: must be >= 0, got {cfg.model.num_classes}")
-    if cfg.model.num_classes and cfg.model.arch == "ncsn":
-        raise ConfigError("model.num_classes: NCSN v1's norms are conditioned on the noise level; class labels need "
-                          "model.arch=unet or an ncsnv2 network")
-    if (cfg.model.arch == "classifier") != (cfg.training.loss == "ce"):
-        raise ConfigError("model.arch=classifier (a noise-conditional classifier) and training.loss=ce go together")
-    if cfg.model.arch == "classifier" and not cfg.model.num_classes:
-        raise ConfigError("model.arch=classifier: set model.num_classes")
-    if not 0.0 <= cfg.training.label_dropout < 1.0:
-        raise ConfigError(f"training.label_dropout: must be in [0, 1), got {cfg.training.label_dropout}")
-    if cfg.training.label_dropout and not cfg.model.num_classes:
-        raise ConfigError("training.label_dropout: needs a class-conditional model (model.num_classes > 0)")
-    if cfg.sampling.guidance < 0:
-        raise ConfigError(f"sampling.guidance: must be >= 0, got {cfg.sampling.guidance}")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout}")
-    if not 0.0 <= cfg.training.ema_decay < 1.0:
-        raise ConfigError(f"training.ema_decay: must be in [0, 1), got {cfg.training.ema_decay}")
-    for key in ("adam_beta1", "adam_beta2"):
-        if not 0.0 <= getattr(cfg.training, key) < 1.0:
-            raise ConfigError(f"training.{key}: must be in [0, 1), got {getattr(cfg.training, key)}")
-    p = cfg.process
-    if not 0 < p.beta_start <= p.beta_end <= 1:
-        raise ConfigError(f"process.beta_start/beta_end: need 0 < beta_start <= beta_end <= 1, "
-                          f"got {p.beta_start} and {p.beta_end}")
-    if not p.sigma_begin > p.sigma_end > 0:
-        raise ConfigError(f"process.sigma_begin/sigma_end: need sigma_begin > sigma_end > 0, "
-                          f"got {p.sigma_begin} and {p.sigma_end}")
-    if p.kind == "ve" and p.num_levels < 2:
-        raise ConfigError(f"process.num_levels: need at least 2 levels, got {p.num_levels}")
-    levels = p.num_timesteps if p.kind == "vp" else p.num_levels
-    if cfg.sampling.sampler == "ancestral" and cfg.sampling.steps > levels:
-        raise ConfigError(f"sampling.steps: the ancestral sampler takes at most the {levels} noise levels, "
-                          f"got {cfg.sampling.steps}")
-    m = cfg.model
-    if m.arch in ("unet", "classifier"):
-        if not m.ch_mult or any(c <= 0 for c in m.ch_mult):
-            raise ConfigError(f"model.ch_mult: need a non-empty list of positive integers, got {m.ch_mult}")
-        groups = m.norm_groups or (8 if m.arch == "classifier" else 0)
-        if m.norm_groups < 0 or (groups and any(m.ch * c % groups for c in m.ch_mult)):
-            raise ConfigError(f"model.norm_groups: {groups} must divide the channels of every level "
-                              f"({[m.ch * c for c in m.ch_mult]})")
-        if cfg.data.resolution % 2 ** (len(m.ch_mult) - 1):
-            raise ConfigError(f"model.ch_mult: {len(m.ch_mult)} levels need data.resolution divisible by "
-                              f"{2 ** (len(m.ch_mult) - 1)}, got {cfg.data.resolution}")
-    if m.variance in ("learned_range", "learned") and cfg.training.loss == "mse":
-        raise ConfigError("training.loss: a learned variance is trained with kl or hybrid, not mse")
-    if cfg.training.loss == "hybrid" and m.variance not in ("learned_range", "learned"):
-        raise ConfigError("training.loss: hybrid needs a learned variance (model.variance=learned_range or learned)")
-    if m.variance in ("learned_range", "learned") and m.arch != "unet":
-        raise ConfigError(f"model.variance: a learned variance needs the U-Net (model.arch=unet), got {m.arch}")
-    if m.output == "mean" and p.kind != "vp":
-        raise ConfigError("model.output: the posterior-mean parameterization needs process.kind=vp")
-    if cfg.family == "ddpm" and p.kind != "vp":
-        raise ConfigError("family: ddpm is the VP process (process.kind=vp); NCSN's VE process is family: ncsn")
-    if cfg.family == "ncsn" and p.kind != "ve":
-        raise ConfigError("family: ncsn is the VE process (process.kind=ve); DDPM's VP process is family: ddpm")
-    return cfg
-
-
 def from_dict(data: dict[str, Any]) -> Config:
+    from .config_checks import validate
+
     return validate(_build(Config, data))
 
 

@@ -15,6 +15,7 @@ from enum import Enum
 import torch
 from torch import nn
 
+from .precond import EDM_SIGMA_MAX, EDM_SIGMA_MIN, edm_coefficients
 from .processes.base import DiscreteProcess, expand_like
 
 
@@ -51,12 +52,20 @@ class Prediction:
 
 
 class Denoiser(nn.Module):
-    """``net`` + ``process`` + what the net outputs + the reverse variance + the data range."""
+    """``net`` + ``process`` + what the net outputs + the reverse variance + the data range.
+
+    ``precond="edm"``: the network is EDM's F inside D = c_skip x + c_out F(c_in x; ln(sigma)/4)
+    (:mod:`scorekit.precond`); the model's x0 estimate is D at sigma_t = s_t / a_t, and the sigma-space
+    view evaluates D at any sigma directly (EDM's range 0.002..80)."""
 
     def __init__(self, net: nn.Module, process: DiscreteProcess, *, output: Output | str = Output.EPS,
                  variance: Variance | str = Variance.FIXEDLARGE, data_range: tuple[float, float] = (-1.0, 1.0),
-                 image_shape: tuple[int, int, int] | None = None, timestep_map: torch.Tensor | None = None):
+                 image_shape: tuple[int, int, int] | None = None, timestep_map: torch.Tensor | None = None,
+                 precond: str = "none", sigma_data: float = 0.5):
         super().__init__()
+        if precond not in ("none", "edm"):
+            raise ValueError(f"unknown preconditioning {precond!r}; choose none or edm")
+        self.precond, self.sigma_data = precond, float(sigma_data)
         self.net = net
         self.process = process
         self.output = Output(output)
@@ -104,7 +113,8 @@ class Denoiser(nn.Module):
     def with_net(self, net: nn.Module) -> Denoiser:
         """The same model around another module computing the same function (e.g. a compiled one)."""
         d = Denoiser(net, self.process, output=self.output, variance=self.variance, data_range=self.data_range,
-                     image_shape=self.image_shape, timestep_map=self.timestep_map)
+                     image_shape=self.image_shape, timestep_map=self.timestep_map, precond=self.precond,
+                     sigma_data=self.sigma_data)
         d._label_process, d._nfe, d.guide = self._label_process, self._nfe, self.guide
         for attr in ("config", "checkpoint_step", "uses_ema", "schedules"):
             if hasattr(self, attr):
@@ -127,24 +137,37 @@ class Denoiser(nn.Module):
         base = self.timestep_map[timesteps.to(self.timestep_map.device)] if self.timestep_map is not None else timesteps
         d = Denoiser(self.net, self.process.subset(timesteps).to(self.process.device), output=self.output,
                      variance=self.variance, data_range=self.data_range, image_shape=self.image_shape,
-                     timestep_map=base.double())
+                     timestep_map=base.double(), precond=self.precond, sigma_data=self.sigma_data)
         d._label_process = self._label_process
         d._nfe, d.guide = self._nfe, self.guide
         d.config = getattr(self, "config", None)
         return d
 
-    def raw(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The network's output at level t; ``y``: class labels of a class-conditional network."""
+    def _call(self, x: torch.Tensor, label: torch.Tensor, y: torch.Tensor | None, aug: torch.Tensor | None):
+        self._nfe[0] += 1
+        kw = {} if aug is None else {"aug": aug}
+        return self.net(x, label, **kw) if y is None else self.net(x, label, y, **kw)
+
+    def raw(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+            aug: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's output at level t; ``y``: class labels of a class-conditional network; ``aug``: the
+        augmentation parameters of a network trained with non-leaky augmentation (None = zero vector)."""
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        self._nfe[0] += 1
-        label = self.net_label(t).to(x_t.device)
-        return self.net(x_t, label) if y is None else self.net(x_t, label, y)
+        return self._call(x_t, self.net_label(t).to(x_t.device), y, aug)
+
+    def edm(self, x_hat: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor | None = None,
+            aug: torch.Tensor | None = None) -> torch.Tensor:
+        """EDM's D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat; c_noise) (Eq. 7) at per-image sigma."""
+        c_skip, c_out, c_in, c_noise = edm_coefficients(sigma.to(self.process.device), self.sigma_data)
+        out = self._call(expand_like(c_in, x_hat) * x_hat, c_noise.to(x_hat.device, x_hat.dtype), y, aug)
+        return expand_like(c_skip, x_hat) * x_hat + expand_like(c_out, x_hat) * out.to(x_hat.dtype)
 
     # ----- discrete view ------------------------------------------------------------------------------
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, *, clip: bool = False,
-                raw: torch.Tensor | None = None, y: torch.Tensor | None = None) -> Prediction:
+                raw: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                aug: torch.Tensor | None = None) -> Prediction:
         """Predict x0 and eps from x_t at level t; ``clip`` clips x0 to the data range (eps follows).
 
         ``raw`` reuses a network output computed elsewhere (e.g. with the mean detached); ``y`` are class
@@ -152,11 +175,14 @@ class Denoiser(nn.Module):
         """
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        out = (self.raw(x_t, t, y) if raw is None else raw).to(x_t.dtype)
+        p = self.process
+        if self.precond == "edm" and raw is None:
+            a, s = p.alpha_s(t)
+            raw = self.edm(x_t / expand_like(a, x_t), s / a, y, aug)
+        out = (self.raw(x_t, t, y, aug) if raw is None else raw).to(x_t.dtype)
         v = None
         if self.variance.is_learned:
             out, v = out.chunk(2, dim=1)
-        p = self.process
         if self.output is Output.EPS:
             eps = out
             x0 = p.x0_from_eps(x_t, t, eps)
@@ -230,6 +256,9 @@ class Denoiser(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=self.process.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x_hat.shape[0])
+        if self.precond == "edm" and self.guide is None:
+            x0 = self.edm(x_hat, sigma)
+            return x0.clamp(*self.data_range) if clip else x0
         a = self.process.scale_of_sigma(sigma)
         t = self.process.t_of_sigma(sigma)
         x_t = expand_like(a, x_hat) * x_hat
@@ -240,8 +269,8 @@ class Denoiser(nn.Module):
 
     @property
     def sigma_min(self) -> float:
-        return self.process.sigma_min
+        return EDM_SIGMA_MIN if self.precond == "edm" else self.process.sigma_min
 
     @property
     def sigma_max(self) -> float:
-        return self.process.sigma_max
+        return EDM_SIGMA_MAX if self.precond == "edm" else self.process.sigma_max

@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from .config import Config, load_config
+from .data.augment import AUGMENT_DIM
 from .denoiser import Denoiser
 from .nets.unet import UNet
 from .processes import DiscreteProcess, VEProcess, VPProcess
@@ -21,6 +22,7 @@ def build_process(cfg: Config) -> DiscreteProcess:
 
 def build_net(cfg: Config) -> nn.Module:
     m, d = cfg.model, cfg.data
+    augment_dim = AUGMENT_DIM if d.augment > 0 else 0
     if m.arch == "classifier":
         from .nets.classifier import NoiseClassifier
 
@@ -30,13 +32,14 @@ def build_net(cfg: Config) -> nn.Module:
         out_ch = d.channels * (2 if m.variance in ("learned_range", "learned") else 1)
         return UNet(resolution=d.resolution, in_ch=d.channels, out_ch=out_ch, ch=m.ch, ch_mult=tuple(m.ch_mult),
                     num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-                    num_classes=m.num_classes, norm_groups=m.norm_groups)
+                    num_classes=m.num_classes, norm_groups=m.norm_groups, augment_dim=augment_dim)
     from .nets.refinenet import build_refinenet
 
     p = cfg.process
     return build_refinenet(m.arch, channels=d.channels, ngf=m.ngf,
                            num_levels=p.num_levels if p.kind == "ve" else p.num_timesteps,
-                           resolution=d.resolution, centered=p.kind == "vp", num_labels=m.num_classes)
+                           resolution=d.resolution, centered=p.kind == "vp", num_labels=m.num_classes,
+                           augment_dim=augment_dim)
 
 
 def data_range(cfg: Config) -> tuple[float, float]:
@@ -47,7 +50,7 @@ def data_range(cfg: Config) -> tuple[float, float]:
 def build_denoiser(cfg: Config) -> Denoiser:
     """A denoiser with a freshly initialised network; it carries ``config``."""
     denoiser = Denoiser(build_net(cfg), build_process(cfg), output=cfg.model.output, variance=cfg.model.variance,
-                        data_range=data_range(cfg),
+                        data_range=data_range(cfg), precond=cfg.model.precond, sigma_data=cfg.model.sigma_data,
                         image_shape=(cfg.data.channels, cfg.data.resolution, cfg.data.resolution))
     denoiser.config = cfg
     return denoiser

@@ -1,4 +1,5 @@
-"""Training objectives: DDPM's L_simple, variational-bound terms and MSEs; NCSN's denoising score matching."""
+"""Training objectives: DDPM's L_simple, variational-bound terms and MSEs; NCSN's denoising score matching;
+EDM's preconditioned loss."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import math
 import torch
 
 from .denoiser import Denoiser, Output
+from .precond import edm_weight
 from .processes.base import expand_like, normal_kl
 
-LOSSES = ("mse", "kl", "hybrid", "dsm")
+LOSSES = ("mse", "kl", "hybrid", "dsm", "edm")
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -71,19 +73,21 @@ def mse_target(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: torch
 
 
 def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, loss_type: str = "mse",
-              hybrid_weight: float = 0.001, y: torch.Tensor | None = None) -> torch.Tensor:
+              hybrid_weight: float = 0.001, y: torch.Tensor | None = None,
+              aug: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image DDPM objective at levels t with noise eps.
 
     ``mse``: unweighted MSE of the output against its target, mean over pixels (L_simple, Eq. 14, for
     eps; the code's x0 / mean variants); ``kl``: the true bound's term (Eq. 5); ``hybrid``: improved
     DDPM's L_simple + hybrid_weight * L_vlb with the mean detached in L_vlb (learned variance).
+    ``aug``: augmentation parameters the network is conditioned on (non-leaky augmentation).
     """
     x_t = denoiser.process.q_sample(x0, t, eps)
     if loss_type == "kl":
-        return vb_terms_bpd(denoiser, x0, x_t, t, y=y)[0]
+        return vb_terms_bpd(denoiser, x0, x_t, t, raw=None if aug is None else denoiser.raw(x_t, t, y, aug), y=y)[0]
     if loss_type not in ("mse", "hybrid"):
         raise ValueError(f"unknown DDPM loss {loss_type!r}; choose mse, kl or hybrid")
-    raw = denoiser.raw(x_t, t, y).to(x0.dtype)
+    raw = denoiser.raw(x_t, t, y, aug).to(x0.dtype)
     learned = denoiser.variance.is_learned
     out, v = raw.chunk(2, dim=1) if learned else (raw, None)
     loss = mean_flat((mse_target(denoiser, x0, x_t, t, eps) - out) ** 2)
@@ -95,11 +99,21 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
 
 
 def dsm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
-             anneal_power: float = 2.0, y: torch.Tensor | None = None) -> torch.Tensor:
+             anneal_power: float = 2.0, y: torch.Tensor | None = None, aug: torch.Tensor | None = None
+             ) -> torch.Tensor:
     """Annealed denoising score matching (NCSN Eq. 5-6), per image:
     1/2 || s_theta(x~, sigma) + z / sigma ||^2 summed over dimensions, times sigma^anneal_power."""
     x_t = denoiser.process.q_sample(x0, t, z)
     _, s = denoiser.process.alpha_s(t)
     s = expand_like(s, x0)
-    score = -denoiser(x_t, t, y=y).eps / s
+    score = -denoiser(x_t, t, y=y, aug=aug).eps / s
     return 0.5 * ((score + z / s) ** 2).flatten(1).sum(1) * s.flatten() ** anneal_power
+
+
+def edm_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, n: torch.Tensor, sigma_data: float = 0.5,
+             y: torch.Tensor | None = None, aug: torch.Tensor | None = None) -> torch.Tensor:
+    """EDM's loss (Eq. 2 and 8), per image: lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2, averaged over pixels
+    (EDM sums; Adam does not see the constant). sigma: per-image noise levels (log-normal in training)."""
+    s = expand_like(sigma, x0)
+    D = denoiser.edm(x0 + s * n, sigma, y, aug).to(x0.dtype)
+    return edm_weight(sigma, sigma_data).to(x0.device, x0.dtype) * mean_flat((D - x0) ** 2)

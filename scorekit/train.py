@@ -21,13 +21,16 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config
 from .data import BatchStream, build_source, micro_batch_slice, preprocess
+from .data.augment import apply as augment_apply
 from .denoiser import Denoiser
 from .dist import Dist
+from .draws import FixedBatches, step_draws
 from .ema import EMA
 from .errors import CheckpointError, DataError, TrainingError
 from .factory import build_denoiser
 from .images import atomic_write_bytes
-from .losses import ddpm_loss, dsm_loss
+from .losses import ddpm_loss, dsm_loss, edm_loss
+from .phema import PowerEMA, save_snapshot
 from .progress import progress
 from .rng import image_seed
 from .run import RunDir, resolve_run
@@ -42,14 +45,19 @@ class TrainResult:
 
 
 def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-              y: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-example loss of the configured objective (``y``: class labels, for class-conditional models)."""
+              y: torch.Tensor | None = None, *, sigma: torch.Tensor | None = None,
+              aug: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example loss of the configured objective (``y``: class labels, for class-conditional models;
+    ``sigma``: EDM's noise levels, which replace ``t``; ``aug``: augmentation parameters, the network's
+    conditioning)."""
+    if cfg.training.loss == "edm":
+        return edm_loss(denoiser, x0, sigma, noise, cfg.model.sigma_data, y=y, aug=aug)
     if cfg.training.loss == "dsm":
-        return dsm_loss(denoiser, x0, t, noise, cfg.training.anneal_power, y=y)
+        return dsm_loss(denoiser, x0, t, noise, cfg.training.anneal_power, y=y, aug=aug)
     if cfg.training.loss == "ce":  # a noise-conditional classifier on x_t (classifier guidance)
         logits = denoiser.raw(denoiser.process.q_sample(x0, t, noise), t)
         return torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
-    return ddpm_loss(denoiser, x0, t, noise, cfg.training.loss, y=y)
+    return ddpm_loss(denoiser, x0, t, noise, cfg.training.loss, y=y, aug=aug)
 
 
 def learning_rate(cfg: Config, step: int) -> float:
@@ -81,47 +89,6 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-class FixedBatches:
-    """The first ``training.test_batch`` test images (``test_loss``) and training images (``train_loss_fixed``),
-    with the same noise levels and noise every time, so that the two loss curves are smooth and comparable
-    (the memorisation check: train loss close to test loss). Class-conditional models see the true labels."""
-
-    def __init__(self, cfg: Config, denoiser: Denoiser, train_source, device: torch.device):
-        tc, shape = cfg.training, denoiser.image_shape
-        try:
-            test_source = build_source(cfg.data, "test")
-        except DataError:
-            test_source = None
-        g = torch.Generator().manual_seed(image_seed(tc.seed, 2**40))
-        n = tc.test_batch
-        t = torch.randint(0, denoiser.process.num_levels, (n,), generator=g)
-        noise = torch.randn((n, *shape), generator=g)
-        dequant = torch.rand((n, *shape), generator=g) if cfg.data.dequantize == "uniform" else None
-        self.batches = {}
-        for name, src in (("test_loss", test_source), ("train_loss_fixed", train_source)):
-            if src is not None:
-                k = min(n, len(src))
-                u8 = src.images[:k] if src.images is not None else torch.stack([src[i] for i in range(k)])
-                x0 = preprocess(u8, denoiser.data_range, dequant_noise=None if dequant is None else dequant[:k])
-                y = src.labels[:k].long() if cfg.model.num_classes and src.labels is not None else None
-                self.batches[name] = tuple(None if v is None else v.to(device) for v in (x0, t[:k], noise[:k], y))
-
-
-def _step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, device: torch.device):
-    """Noise levels, noise, flips, dequantization noise and dropped labels (classifier-free guidance) of the
-    whole global batch of ``step``."""
-    g = torch.Generator(device=device)
-    g.manual_seed(image_seed(cfg.training.seed, step))
-    B = cfg.training.batch_size
-    t = torch.randint(0, num_levels, (B,), generator=g, device=device)
-    noise = torch.randn((B, *shape), generator=g, device=device)
-    flip = torch.rand(B, generator=g, device=device) < 0.5 if cfg.data.random_flip else None
-    dequant = torch.rand((B, *shape), generator=g, device=device) if cfg.data.dequantize == "uniform" else None
-    p_drop = cfg.training.label_dropout
-    drop = torch.rand(B, generator=g, device=device) < p_drop if p_drop else None
-    return t, noise, flip, dequant, drop
-
-
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, dist: Dist, *, progress: bool = True):
         self.cfg, self.run, self.dist, self.progress = cfg, RunDir(run_dir), dist, progress
@@ -139,6 +106,7 @@ class Trainer:
         self.net = self.denoiser.net
         self.params = list(self.net.parameters())
         self.ema = EMA(self.net, tc.ema_decay) if tc.ema_decay > 0 else None
+        self.phema = [PowerEMA(self.net, r) for r in tc.phema_sigma_rel] if tc.snapshot_every else []
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2),
                                           eps=tc.adam_eps, weight_decay=tc.weight_decay,
                                           **({"fused": True} if cuda else {"foreach": True}))
@@ -149,8 +117,7 @@ class Trainer:
             self.train_net = torch.compile(self.train_net)
         if dist.enabled:
             self.train_net = DistributedDataParallel(self.train_net, device_ids=[self.device] if cuda else None)
-        self.train_denoiser = Denoiser(self.train_net, self.denoiser.process, output=cfg.model.output,
-                                       variance=cfg.model.variance, data_range=self.denoiser.data_range)
+        self.train_denoiser = self.denoiser.with_net(self.train_net)
 
     # ----- checkpoints ----------------------------------------------------------------------------------
 
@@ -165,6 +132,8 @@ class Trainer:
                 self.ema.load_state_dict(ck.ema if ck.ema is not None else ck.model)
             if ck.optimizer is not None:
                 self.optimizer.load_state_dict(ck.optimizer)
+            for i, e in enumerate(self.phema):  # a run that starts keeping them late starts them from the weights
+                e.load_state_dict(ck.extra.get(f"phema{i}", ck.model))
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{latest}: does not fit this configuration ({str(e).splitlines()[0]})") from None
         self.step = ck.step
@@ -177,6 +146,7 @@ class Trainer:
                 self.run.checkpoint_path(self.step), config=self.cfg.to_dict(), step=self.step,
                 model=self.net.state_dict(), ema=self.ema.state_dict() if self.ema else None,
                 optimizer=self.optimizer.state_dict(),
+                extra={f"phema{i}": e.state_dict() for i, e in enumerate(self.phema)},
                 state={"samples_seen": self.step * self.cfg.training.batch_size, "seed": self.cfg.training.seed,
                        "rng": "per-step generators seeded by (training.seed, step); nothing else to restore"})
             self.run.prune(self.cfg.training.keep_checkpoints)
@@ -200,24 +170,26 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, self.step)
         shape = self.denoiser.image_shape
-        t, noise, flip, dequant, drop = _step_draws(cfg, self.step, shape, self.denoiser.process.num_levels,
-                                                    self.device)
+        draws = step_draws(cfg, self.step, shape, self.denoiser.process.num_levels, self.device)
         torch.manual_seed(image_seed(tc.seed, 1_000_003 * self.step + dist.rank))  # dropout
         self.optimizer.zero_grad(set_to_none=True)
         self.train_net.train()
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(tc.grad_accum):
-            sl = micro_batch_slice(tc.batch_size, dist.world, dist.rank, tc.grad_accum, micro)
+            d = draws[micro_batch_slice(tc.batch_size, dist.world, dist.rank, tc.grad_accum, micro)]
             images, labels = next(batches)
-            x0 = preprocess(images, self.denoiser.data_range, flip=None if flip is None else flip[sl],
-                            dequant_noise=None if dequant is None else dequant[sl])
-            y = self.class_labels(labels, None if drop is None else drop[sl])
+            x0 = preprocess(images, self.denoiser.data_range, flip=d.flip, dequant_noise=d.dequant)
+            y = self.class_labels(labels, d.drop)
+            aug = None
+            if d.augment is not None:  # non-leaky augmentation: the transformed images and their parameters
+                x0, aug = augment_apply(x0, d.augment), d.augment.vector().to(x0.device)
             if tc.channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             last = micro == tc.grad_accum - 1
             with contextlib.nullcontext() if last or not dist.enabled else self.train_net.no_sync():
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    loss = objective(cfg, self.train_denoiser, x0, t[sl], noise[sl], y).float().mean() / tc.grad_accum
+                    loss = objective(cfg, self.train_denoiser, x0, d.t, d.noise, y, sigma=d.sigma, aug=aug)
+                    loss = loss.float().mean() / tc.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
         loss_all = dist.sum(loss_sum) / dist.world
@@ -227,6 +199,8 @@ class Trainer:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.net)
+            for e in self.phema:
+                e.update(self.net, self.step + 1)
         self.step += 1
         return float(loss_all), float(grad_norm), finite
 
@@ -239,9 +213,9 @@ class Trainer:
             self._fixed = FixedBatches(self.cfg, self.denoiser, train_source, self.device)
         self.net.eval()
         out = {}
-        for name, (x0, t, noise, y) in self._fixed.batches.items():
+        for name, (x0, t, noise, y, sigma) in self._fixed.batches.items():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out[name] = float(objective(self.cfg, self.denoiser, x0, t, noise, y).float().mean())
+                out[name] = float(objective(self.cfg, self.denoiser, x0, t, noise, y, sigma=sigma).float().mean())
         self.net.train()
         return out
 
@@ -285,6 +259,8 @@ class Trainer:
                 bar.update(1)
                 if tc.test_every and (self.step % tc.test_every == 0 or self.step == tc.steps) and dist.main:
                     logger.log(self.step, self.fixed_losses(source))
+                if self.phema and self.step % tc.snapshot_every == 0 and dist.main:
+                    save_snapshot(run.checkpoint_dir / "phema", self.step, self.phema)
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0 and dist.main:
@@ -300,11 +276,7 @@ class Trainer:
 
     def eval_denoiser(self) -> Denoiser:
         """The EMA weights (what the papers sample with) as a denoiser."""
-        net = self.ema.module if self.ema is not None else self.net
-        d = Denoiser(net, self.denoiser.process, output=self.cfg.model.output, variance=self.cfg.model.variance,
-                     data_range=self.denoiser.data_range, image_shape=self.denoiser.image_shape)
-        d.config = self.cfg
-        return d.eval()
+        return self.denoiser.with_net(self.ema.module if self.ema is not None else self.net).eval()
 
     def sample_grid(self, path: Path, n: int = 64) -> Path:
         from .evaluate import generate

@@ -13,7 +13,8 @@ from scorekit.cli.args import Number, device, existing_file, existing_path
 from scorekit.train import train_run
 
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=16",
-        "training.steps=2", "training.checkpoint_every=1", "process.num_timesteps=20", "sampling.steps=0"]
+        "training.steps=2", "training.checkpoint_every=1", "process.num_timesteps=20", "sampling.steps=0",
+        "training.snapshot_every=1"]
 
 # A valid invocation of each command ({run}: a tiny DDPM run, {ncsn}: a tiny NCSN run, {tmp}: a scratch folder).
 BASE = {
@@ -34,6 +35,8 @@ BASE = {
     "convert": ["diffusers", "{tmp}", "--out", "{tmp}/converted"],
     "export": ["diffusers", "{run}", "--out", "{tmp}/exported"],
     "study": ["ema", "--out", "{tmp}/study"],
+    "ema": ["{run}", "--sigma-rel", "0.1", "--out", "{tmp}/posthoc"],
+    "classifier": ["ddpm-digits-cond", "--out", "{tmp}/classifier", "--steps", "2"],
     "hype create": ["{run}", "--data", "digits", "--out", "{tmp}/study"],
     "hype serve": ["{tmp}"],
     "hype raters": ["{tmp}"],
@@ -184,7 +187,7 @@ SEMANTIC = [
     (["fid-ref", "digits", "--out", "{tmp}/afile"], "exists and is not a folder"),
     (["convert", "diffusers", "{tmp}", "--out", "{tmp}/c"], "expected unet/config.json"),
     (["convert", "ncsnv2", "{tmp}/afile", "--out", "{tmp}/c"], "needs --preset"),
-    (["export", "diffusers", "{ncsn}", "--out", "{tmp}/e"], "DDPM runs"),
+    (["export", "diffusers", "{ncsn}", "--out", "{tmp}/e"], "is the VP (DDPM) process"),
     (["toy", "langevin", "--out", "{tmp}/afile"], "exists and is not a folder"),
     (["hype", "create", "{run}", "--data", "digits", "--out", "{tmp}/s", "--per-rater", "7"], "must be even"),
     (["hype", "create", "{run}", "--data", "digits", "--out", "{tmp}/s", "--n-real", "1497"], "1492 or fewer"),

@@ -72,6 +72,6 @@ def test_training_follows_the_same_loss_curve_with_the_fast_path_on_and_off(tmp_
                         ("bf16", ["training.channels_last=true", "training.precision=bf16"])]:
         train_run("ddpm-digits", tmp_path / name, common + extra, device="cpu", progress=False, evaluate=False)
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        curves[name] = torch.tensor([json.loads(x)["loss"] for x in lines])
+        curves[name] = torch.tensor([row["loss"] for row in map(json.loads, lines) if "loss" in row])
     assert torch.allclose(curves["plain"], curves["channels_last"], rtol=1e-4)
     assert torch.allclose(curves["plain"], curves["bf16"], rtol=0.05)

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from scorekit.checkpoint import load_checkpoint
 from scorekit.cli import main
 from scorekit.config import load_config
 from scorekit.data import digits
+from scorekit.run import RunDir
 from scorekit.studies.memorization import kde_samples, nn_distance
 from scorekit.studies.runner import Arm, Context, loss_curves, train_arms
 
@@ -24,11 +26,13 @@ FILES = {
                      "memorization_kde_neighbours.png", "memorization.json"],
     "ddpm-objectives": ["ddpm-objectives.csv", "ddpm-objectives.json"],
     "guidance": ["guidance.csv", "guidance.png", "guidance.json"],
+    "recipes": ["recipes.csv", "recipes.png", "recipes.json"],
 }
 
 
 def study(name, folder, *extra):
-    overrides = TINY_DDPM if name in ("ddpm-objectives", "guidance") else TINY_NCSN
+    overrides = {"ddpm-objectives": TINY_DDPM, "guidance": TINY_DDPM, "recipes": TINY_DDPM + TINY_NCSN}
+    overrides = overrides.get(name, TINY_NCSN)
     assert main(["study", name, "--out", str(folder), "--steps", "6", "--n", "24", "--checkpoints", "2",
                  "--no-progress", *extra, *overrides, "training.batch_size=16"]) == 0
     return json.loads((folder / f"{name}.json").read_text())
@@ -41,8 +45,11 @@ def _eval(folder, arm, key):
 @pytest.mark.parametrize("name", list(FILES))
 def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_path, capsys, monkeypatch):
     import scorekit.studies.ncsn_techniques as nt
+    import scorekit.studies.recipes as rc
 
     monkeypatch.setattr(nt, "NCSN_V1", [*nt.NCSN_V1[:3], "sampling.n_steps_each=2", nt.NCSN_V1[4]])  # fast sampling
+    monkeypatch.setattr(rc, "SEEDS", 2)
+    monkeypatch.setattr(rc, "SWEEP", (0.05, 0.1, 0.2))
     res = study(name, tmp_path)
     for f in ["report.md", *FILES[name]]:
         assert (tmp_path / f).stat().st_size > 100, f
@@ -73,6 +80,22 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
         first = _eval(tmp_path, "conditional", "guidance_cfg0_n24_seed0")
         assert rows[0]["fd"] == first["fd"] and rows[0]["agreement"] == first["agreement"]
         assert load_config(tmp_path / "runs" / "classifier" / "config.yaml").model.arch == "classifier"
+    elif name == "recipes":
+        rows = {(r["arm"], r["sampler"]): r for r in res["rows"]}
+        assert {a for a, _ in rows} == {"base", "edm", "edm_aug", "edm_300", "edm_300_aug", "ncsnv2", "ncsnv2_edm"}
+        edm = rows[("edm", "heun 18")]
+        seeds = [_eval(tmp_path, "edm", f"recipes_ema_heun_steps18_n24_seed{s}")["fd"] for s in (0, 1)]
+        assert edm["fds"] == seeds and edm["fd"] == pytest.approx(np.mean(seeds)) and edm["nfe"] == 35
+        assert rows[("base", "ancestral 20")]["nfe"] == 20
+        cfg = load_config(tmp_path / "runs" / "ncsnv2_edm" / "config.yaml")
+        assert (cfg.model.arch, cfg.model.precond, cfg.process.kind) == ("ncsnv2", "edm", "ve")
+        assert load_config(tmp_path / "runs" / "edm_300_aug" / "config.yaml").data.max_images == 300
+        # one training trajectory: the stored 0.05 EMA rebuilt post hoc is the one tracked directly
+        post = next(r for r in res["posthoc"] if r["sigma_rel"] == 0.05)
+        direct = next(r for r in res["direct"] if r["sigma_rel"] == 0.05)
+        assert post["fds"] == pytest.approx(direct["fds"], rel=1e-3)
+        a, b = (load_checkpoint(RunDir(tmp_path / "runs" / arm).latest()) for arm in ("edm", "edm_direct"))
+        assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
     else:
         rows = {r["arm"]: r for r in res["rows"]}
         assert len(rows) == 6
@@ -111,8 +134,11 @@ def test_an_unstable_run_is_reported_as_such_and_not_retrained(tmp_path, monkeyp
     import scorekit.train as tr
 
     real = tr.objective
-    monkeypatch.setattr(tr, "objective", lambda cfg, *a: real(cfg, *a) * (float("nan")
-                                                                        if cfg.model.variance == "learned" else 1))
+
+    def diverging(cfg, *a, **kw):  # the learned-variance arm's losses are NaN
+        return real(cfg, *a, **kw) * (float("nan") if cfg.model.variance == "learned" else 1)
+
+    monkeypatch.setattr(tr, "objective", diverging)
     ctx = Context(tmp_path, "ddpm-digits", [*TINY_DDPM, "training.batch_size=16", "training.max_nonfinite=2"], 4,
                   n=24, checkpoints=2, progress=False)
     arms = [Arm("stable", "fixed", ["training.loss=kl"]),

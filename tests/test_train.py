@@ -29,9 +29,11 @@ def _latest(run):
 
 
 def _assert_same_state(a, b, exact=True):
-    for part in ("model", "ema"):
-        for k, v in getattr(a, part).items():
-            other = getattr(b, part)[k]
+    parts = [("model", a.model, b.model), ("ema", a.ema, b.ema)] + [(g, a.extra[g], b.extra[g]) for g in a.extra]
+    assert set(a.extra) == set(b.extra)
+    for part, sa, sb in parts:
+        for k, v in sa.items():
+            other = sb[k]
             assert torch.equal(v, other) if exact else torch.allclose(v, other, atol=2e-5), f"{part}.{k}"
     if exact:
         for pid, st in a.optimizer["state"].items():
@@ -39,14 +41,29 @@ def _assert_same_state(a, b, exact=True):
                 assert torch.equal(v, b.optimizer["state"][pid][k]), f"optim.{pid}.{k}"
 
 
-def test_resume_is_bit_identical(tmp_path):
-    """2N steps in one go == N steps, a restart, N more (dropout on, so the RNG handling matters)."""
-    _train(tmp_path / "a", TINY + ["model.dropout=0.1", "training.steps=6"])
-    _train(tmp_path / "b", TINY + ["model.dropout=0.1", "training.steps=3"])
+EDM_RECIPE = ["model.precond=edm", "training.loss=edm", "model.output=x0", "data.augment=0.3",
+              "training.snapshot_every=2"]
+
+
+@pytest.mark.parametrize("recipe", [[], EDM_RECIPE], ids=["ddpm", "edm+augment+phema"])
+def test_resume_is_bit_identical(tmp_path, recipe):
+    """2N steps in one go == N steps, a restart, N more (dropout on, so the RNG handling matters); with EDM's
+    recipe the augmentations, noise levels, power-function EMAs and their snapshots continue exactly too."""
+    _train(tmp_path / "a", TINY + recipe + ["model.dropout=0.1", "training.steps=6"])
+    _train(tmp_path / "b", TINY + recipe + ["model.dropout=0.1", "training.steps=3"])
     _train(tmp_path / "b", ["training.steps=6"])
     a, b = _latest(tmp_path / "a"), _latest(tmp_path / "b")
     assert a.step == b.step == 6 and a.state["samples_seen"] == 96
     _assert_same_state(a, b)
+    if recipe:
+        assert set(a.extra) == {"phema0", "phema1"}
+        snaps = sorted((tmp_path / "a" / "checkpoints" / "phema").iterdir())
+        assert [p.name for p in snaps] == [p.name for p in sorted((tmp_path / "b" / "checkpoints" / "phema").iterdir())]
+        from safetensors.torch import load_file
+
+        for p in snaps:
+            sa, sb = load_file(p), load_file(tmp_path / "b" / "checkpoints" / "phema" / p.name)
+            assert all(torch.equal(sa[k], sb[k]) for k in sa)
     rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]  # no line lost or repeated
 
@@ -90,9 +107,9 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch)
     real = tr.objective
     calls = {"n": 0}
 
-    def flaky(cfg, denoiser, x0, t, noise, y=None):
+    def flaky(cfg, denoiser, x0, t, noise, y=None, **kw):
         calls["n"] += 1
-        loss = real(cfg, denoiser, x0, t, noise, y)
+        loss = real(cfg, denoiser, x0, t, noise, y, **kw)
         return loss * float("nan") if calls["n"] in (2, 3) else loss
 
     monkeypatch.setattr(tr, "objective", flaky)
@@ -104,7 +121,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch)
     # the skipped steps did not move the weights: Adam took exactly 3 steps
     assert int(ck.optimizer["state"][0]["step"]) == 3
 
-    monkeypatch.setattr(tr, "objective", lambda *a: real(*a) * float("nan"))
+    monkeypatch.setattr(tr, "objective", lambda *a, **kw: real(*a, **kw) * float("nan"))
     with pytest.raises(TrainingError, match="3 non-finite losses or gradients in a row"):
         _train(tmp_path / "bad", TINY + ["training.steps=50", "training.max_nonfinite=3"])
     assert RunDir(tmp_path / "bad").latest() is None  # nothing written, certainly nothing non-finite

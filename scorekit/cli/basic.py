@@ -31,7 +31,11 @@ def pairing(cfg: Config) -> str:
     net = "U-Net" if m.arch == "unet" else {"ncsn": "NCSN RefineNet (conditional)"}.get(m.arch, f"{m.arch} RefineNet")
     home = (m.arch == "unet") == (p.kind == "vp")
     process = "DDPM's VP process" if p.kind == "vp" else "NCSN's VE process"
-    return (f"{net} on {process}, {OUTPUTS[m.output]}, loss {cfg.training.loss}"
+    if m.precond == "edm":
+        what = f"EDM's F in D = c_skip x + c_out F(c_in x; ln(sigma)/4), sigma_data {m.sigma_data:g}"
+    else:
+        what = OUTPUTS[m.output]
+    return (f"{net} on {process}, {what}, loss {cfg.training.loss}"
             + ("" if home else " (a cross pairing: the network of the other family)"))
 
 
@@ -52,9 +56,13 @@ def describe_config(cfg: Config, parameters: int) -> dict:
             "network": network, "pairing": pairing(cfg), "parameters": parameters, "output": m.output,
             "variance": m.variance,
             "data": f"{d.dataset} {d.channels}x{d.resolution}x{d.resolution}"
-                    f"{' ' + d.path if d.path else ''}{', random flips' if d.random_flip else ''}",
+                    f"{' ' + d.path if d.path else ''}{', random flips' if d.random_flip else ''}"
+                    f"{f', first {d.max_images} images' if d.max_images else ''}"
+                    f"{f', non-leaky augmentation p={d.augment:g}' if d.augment else ''}",
             "training": f"{t.steps} steps, batch {t.batch_size}, Adam lr {t.lr:g} (warmup {t.warmup}), "
-                        f"clip {t.grad_clip:g}, EMA {t.ema_decay:g}, loss {t.loss}",
+                        f"clip {t.grad_clip:g}, EMA {t.ema_decay:g}, loss {t.loss}"
+                        + (f", post-hoc EMA snapshots every {t.snapshot_every} steps (sigma_rel "
+                           f"{', '.join(f'{r:g}' for r in t.phema_sigma_rel)})" if t.snapshot_every else ""),
             "sampling": f"{cfg.sampling.sampler}", "config": cfg.to_dict()}
 
 

@@ -23,6 +23,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                         variance), FD and bits/dim per row
       guidance          FD against class agreement for classifier-free guidance (a class-conditional
                         preset) and classifier guidance (the same data unconditionally, plus a classifier)
+      recipes           the base recipe, EDM's loss, EDM + augmentation (also on 300 images), the NCSNv2
+                        network with EDM's loss, and post-hoc EMA: FD against NFE, FD against sigma_rel
 
     Defaults finish on 2 CPU cores on the digits in about 30 minutes per study; the papers' scale is
     --base ncsnv2-cifar10 data.path=/data/cifar-10-batches-py (Inception FID: --inception-weights).

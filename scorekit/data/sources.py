@@ -221,8 +221,34 @@ class LSUN(ImageSource):
         return {**self.__dict__, "_env": None}
 
 
+class Head(ImageSource):
+    """The first ``n`` images of a source (``data.max_images``: a small training set, e.g. for augmentation)."""
+
+    def __init__(self, source: ImageSource, n: int):
+        self.source, self.n = source, n
+        self.name, self.class_names = f"{source.name} (first {n})", source.class_names
+        self.images = None if source.images is None else source.images[:n]
+        self.labels = None if source.labels is None else source.labels[:n]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.source[i % self.n]
+
+
 def build_source(cfg, split: str = "train") -> ImageSource:
-    """The dataset of a :class:`~scorekit.config.DataConfig` (only digits and CIFAR-10 have a test split)."""
+    """The dataset of a :class:`~scorekit.config.DataConfig` (only digits and CIFAR-10 have a test split);
+    ``data.max_images`` keeps the first images of the training split."""
+    source = _build_source(cfg, split)
+    if split == "train" and 0 < cfg.max_images < len(source):
+        return Head(source, cfg.max_images)
+    return source
+
+
+def _build_source(cfg, split: str) -> ImageSource:
     if cfg.dataset == "digits":
         return digits(split, cfg.resolution)
     if not cfg.path:

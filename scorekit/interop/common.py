@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import save_checkpoint
-from ..config import Config, validate
+from ..config import Config
+from ..config_checks import validate
 from ..errors import CheckpointError
 from ..run import RunDir
 

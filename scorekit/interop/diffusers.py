@@ -209,6 +209,9 @@ def export_refusal(cfg: Config) -> str | None:
         return f"model.arch={m.arch}: UNet2DModel is the DDPM U-Net; there is no diffusers RefineNet"
     if m.num_classes:
         return f"model.num_classes={m.num_classes}: DDPMPipeline samples unconditional models only"
+    if m.precond == "edm":
+        return ("model.precond=edm: EDM's preconditioned network F (c_in x, ln(sigma)/4) is neither an epsilon nor "
+                "a sample prediction of DDPMScheduler")
     if m.output not in ("eps", "x0"):
         return f"model.output={m.output}: DDPMScheduler predicts epsilon or the sample (x0)"
     if m.variance == "learned":
@@ -249,7 +252,9 @@ def export_diffusers(denoiser, out: str | Path) -> Path:
         sched["trained_betas"] = beta_schedule(p.schedule, p.num_timesteps, p.beta_start, p.beta_end).tolist()
     index = {"_class_name": "DDPMPipeline", "_diffusers_version": "0.25.0", "scheduler": ["diffusers", "DDPMScheduler"],
              "unet": ["diffusers", "UNet2DModel"]}
-    state = to_diffusers_keys({k: v.detach().cpu().contiguous() for k, v in denoiser.net.state_dict().items()}, cfg)
+    # map_augment (non-leaky augmentation) sees the zero vector at sampling: it contributes nothing, so it is dropped
+    state = to_diffusers_keys({k: v.detach().cpu().contiguous() for k, v in denoiser.net.state_dict().items()
+                               if not k.startswith("map_augment.")}, cfg)
     (out / "unet").mkdir(parents=True, exist_ok=True)
     (out / "scheduler").mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out / "unet" / "diffusion_pytorch_model.safetensors"))

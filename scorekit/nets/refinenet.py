@@ -37,12 +37,14 @@ class RefineNet(nn.Module):
 
     With ``num_labels`` > 0 an NCSNv2 network is class-conditional the way NCSN v1 is noise-conditional: its
     InstanceNorm++ layers take (gamma, alpha, beta) from an embedding of the class y in 0..num_labels (the
-    last, num_labels, is the "no class" token of classifier-free guidance)."""
+    last, num_labels, is the "no class" token of classifier-free guidance). With ``augment_dim`` > 0 the
+    parameters of non-leaky augmentation (``aug``) add a per-channel bias after the first convolution (a
+    linear map without bias: None and the zero vector are the same)."""
 
     def __init__(self, arch: str = "ncsnv2", channels: int = 3, ngf: int = 128, num_classes: int | None = None,
-                 resolution: int = 32, centered: bool = False, num_labels: int = 0):
+                 resolution: int = 32, centered: bool = False, num_labels: int = 0, augment_dim: int = 0):
         super().__init__()
-        self.centered = centered
+        self.centered, self.augment_dim = centered, augment_dim
         if arch not in ARCHS:
             raise ValueError(f"unknown RefineNet {arch!r}; choose one of {', '.join(ARCHS)}")
         if arch == "ncsn" and num_labels:
@@ -53,6 +55,9 @@ class RefineNet(nn.Module):
         nc = num_classes if self.level_conditional else (num_labels + 1 if num_labels else None)
         spec = ARCHS[arch]
         self.begin_conv = nn.Conv2d(channels, ngf, 3, padding=1)
+        if augment_dim:
+            self.map_augment = nn.Linear(augment_dim, ngf, bias=False)
+            nn.init.normal_(self.map_augment.weight)
         self.stage_names = [s[0] for s in spec["stages"]]
         self.refine_names = [r[0] for r in spec["refines"]]
         cin = ngf
@@ -71,8 +76,8 @@ class RefineNet(nn.Module):
         self.act = nn.ELU()
         self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None, y: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                aug: torch.Tensor | None = None) -> torch.Tensor:
         if self.level_conditional:
             y = label
         elif self.num_labels:
@@ -80,6 +85,10 @@ class RefineNet(nn.Module):
         else:
             y = None
         h = self.begin_conv(x if self.centered else 2 * x - 1.0)
+        if aug is not None:
+            if not self.augment_dim:
+                raise ValueError("augmentation parameters given to a RefineNet built without augment_dim")
+            h = h + self.map_augment(aug.to(h))[:, :, None, None]
         layers = []
         for name in self.stage_names:
             for block in getattr(self, name):
@@ -95,5 +104,6 @@ class RefineNet(nn.Module):
 
 
 def build_refinenet(arch: str, *, channels: int = 3, ngf: int = 128, num_levels: int = 10,
-                    resolution: int = 32, centered: bool = False, num_labels: int = 0) -> RefineNet:
-    return RefineNet(arch, channels, ngf, num_levels, resolution, centered, num_labels)
+                    resolution: int = 32, centered: bool = False, num_labels: int = 0,
+                    augment_dim: int = 0) -> RefineNet:
+    return RefineNet(arch, channels, ngf, num_levels, resolution, centered, num_labels, augment_dim)

@@ -31,11 +31,13 @@ from ..run import RunDir
 
 @dataclass
 class Arm:
-    """One run of a study: a folder name, its label in tables, and overrides over the study's base config."""
+    """One run of a study: a folder name, its label in tables, and overrides over the study's base config (or
+    over its own ``base`` preset, for a study that compares presets)."""
 
     name: str
     label: str
     overrides: list[str] = field(default_factory=list)
+    base: str | None = None
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Context:
     inception_weights: str | None = None
 
     def config(self, arm: Arm) -> Config:
-        return load_config(self.base, self.arm_overrides(arm))
+        return load_config(arm.base or self.base, self.arm_overrides(arm))
 
     def arm_overrides(self, arm: Arm) -> list[str]:
         every = max(1, self.steps // self.checkpoints)
@@ -97,8 +99,8 @@ def train_arms(ctx: Context, arms: list[Arm]) -> dict[str, str | None]:
         ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: training {ctx.steps} steps" +
                 (f" (resuming at {latest})" if latest else ""))
         try:
-            result = train_run(ctx.base, run.path, ctx.arm_overrides(arm), device=ctx.device, progress=ctx.progress,
-                               evaluate=False)
+            result = train_run(arm.base or ctx.base, run.path, ctx.arm_overrides(arm), device=ctx.device,
+                               progress=ctx.progress, evaluate=False)
             if result.interrupted:  # SIGINT / SIGTERM: the run checkpointed; the same command resumes the study
                 raise KeyboardInterrupt
             status[arm.name] = None

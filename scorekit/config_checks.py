@@ -1,0 +1,106 @@
+"""Validation of a :class:`~scorekit.config.Config`: choices, ranges and the settings that go together.
+Every problem is one :class:`~scorekit.config.ConfigError` naming the key and what is allowed."""
+
+from __future__ import annotations
+
+from .config import CHOICES, Config, ConfigError
+
+
+def _positive(cfg: Config, keys: list[str], strict: bool = True) -> None:
+    for key in keys:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if (value <= 0) if strict else (value < 0):
+            raise ConfigError(f"{key}: must be {'> 0' if strict else '>= 0'}, got {value}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check choices, ranges and cross-field consistency; return ``cfg``."""
+    for key, allowed in CHOICES.items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj not in allowed:
+            raise ConfigError(f"{key}: {obj!r} is not one of {', '.join(allowed)}")
+    _positive(cfg, ["data.resolution", "process.num_timesteps", "process.num_levels", "model.ch", "model.ngf",
+                    "model.num_res_blocks", "training.steps", "training.batch_size", "training.lr",
+                    "training.grad_accum", "training.log_every", "training.checkpoint_every",
+                    "training.keep_checkpoints", "training.max_nonfinite", "training.test_batch",
+                    "sampling.num_samples", "sampling.batch_size", "sampling.n_steps_each", "sampling.step_lr",
+                    "model.sigma_data", "training.p_std"])
+    _positive(cfg, ["training.warmup", "training.grad_clip", "training.weight_decay", "sampling.steps",
+                    "training.test_every", "training.sample_every", "data.centre_crop", "data.num_workers",
+                    "eval.bpd_images", "eval.proxy_samples", "model.num_classes", "training.snapshot_every",
+                    "data.max_images"], strict=False)
+    if cfg.data.channels not in (1, 3):
+        raise ConfigError(f"data.channels: must be 1 or 3, got {cfg.data.channels}")
+    if cfg.model.num_classes and cfg.model.arch == "ncsn":
+        raise ConfigError("model.num_classes: NCSN v1's norms are conditioned on the noise level; class labels need "
+                          "model.arch=unet or an ncsnv2 network")
+    if (cfg.model.precond == "edm") != (cfg.training.loss == "edm"):
+        raise ConfigError("model.precond=edm (EDM's preconditioning) and training.loss=edm go together")
+    if cfg.model.precond == "edm" and (cfg.model.output != "x0" or cfg.model.variance.startswith("learned")
+                                       or cfg.model.arch == "ncsn"):
+        raise ConfigError("model.precond=edm: the network's D is the x0 estimate (model.output=x0), with a fixed "
+                          "variance and a network that reads ln(sigma)/4 (a U-Net or an NCSNv2 RefineNet)")
+    if not cfg.training.phema_sigma_rel or not all(0 < v < 0.28 for v in cfg.training.phema_sigma_rel):
+        raise ConfigError(f"training.phema_sigma_rel: a list of relative EMA widths in (0, 0.28), got "
+                          f"{cfg.training.phema_sigma_rel}")
+    if cfg.data.augment and cfg.model.arch == "classifier":
+        raise ConfigError("data.augment: the noise-conditional classifier takes no augmentation parameters")
+    if not 0.0 <= cfg.data.augment <= 1.0:
+        raise ConfigError(f"data.augment: a probability in [0, 1], got {cfg.data.augment}")
+    if (cfg.model.arch == "classifier") != (cfg.training.loss == "ce"):
+        raise ConfigError("model.arch=classifier (a noise-conditional classifier) and training.loss=ce go together")
+    if cfg.model.arch == "classifier" and not cfg.model.num_classes:
+        raise ConfigError("model.arch=classifier: set model.num_classes")
+    if not 0.0 <= cfg.training.label_dropout < 1.0:
+        raise ConfigError(f"training.label_dropout: must be in [0, 1), got {cfg.training.label_dropout}")
+    if cfg.training.label_dropout and not cfg.model.num_classes:
+        raise ConfigError("training.label_dropout: needs a class-conditional model (model.num_classes > 0)")
+    if cfg.sampling.guidance < 0:
+        raise ConfigError(f"sampling.guidance: must be >= 0, got {cfg.sampling.guidance}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout}")
+    if not 0.0 <= cfg.training.ema_decay < 1.0:
+        raise ConfigError(f"training.ema_decay: must be in [0, 1), got {cfg.training.ema_decay}")
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(cfg.training, key) < 1.0:
+            raise ConfigError(f"training.{key}: must be in [0, 1), got {getattr(cfg.training, key)}")
+    p = cfg.process
+    if not 0 < p.beta_start <= p.beta_end <= 1:
+        raise ConfigError(f"process.beta_start/beta_end: need 0 < beta_start <= beta_end <= 1, "
+                          f"got {p.beta_start} and {p.beta_end}")
+    if not p.sigma_begin > p.sigma_end > 0:
+        raise ConfigError(f"process.sigma_begin/sigma_end: need sigma_begin > sigma_end > 0, "
+                          f"got {p.sigma_begin} and {p.sigma_end}")
+    if p.kind == "ve" and p.num_levels < 2:
+        raise ConfigError(f"process.num_levels: need at least 2 levels, got {p.num_levels}")
+    levels = p.num_timesteps if p.kind == "vp" else p.num_levels
+    if cfg.sampling.sampler == "ancestral" and cfg.sampling.steps > levels:
+        raise ConfigError(f"sampling.steps: the ancestral sampler takes at most the {levels} noise levels, "
+                          f"got {cfg.sampling.steps}")
+    m = cfg.model
+    if m.arch in ("unet", "classifier"):
+        if not m.ch_mult or any(c <= 0 for c in m.ch_mult):
+            raise ConfigError(f"model.ch_mult: need a non-empty list of positive integers, got {m.ch_mult}")
+        groups = m.norm_groups or (8 if m.arch == "classifier" else 0)
+        if m.norm_groups < 0 or (groups and any(m.ch * c % groups for c in m.ch_mult)):
+            raise ConfigError(f"model.norm_groups: {groups} must divide the channels of every level "
+                              f"({[m.ch * c for c in m.ch_mult]})")
+        if cfg.data.resolution % 2 ** (len(m.ch_mult) - 1):
+            raise ConfigError(f"model.ch_mult: {len(m.ch_mult)} levels need data.resolution divisible by "
+                              f"{2 ** (len(m.ch_mult) - 1)}, got {cfg.data.resolution}")
+    if m.variance in ("learned_range", "learned") and cfg.training.loss == "mse":
+        raise ConfigError("training.loss: a learned variance is trained with kl or hybrid, not mse")
+    if cfg.training.loss == "hybrid" and m.variance not in ("learned_range", "learned"):
+        raise ConfigError("training.loss: hybrid needs a learned variance (model.variance=learned_range or learned)")
+    if m.variance in ("learned_range", "learned") and m.arch != "unet":
+        raise ConfigError(f"model.variance: a learned variance needs the U-Net (model.arch=unet), got {m.arch}")
+    if m.output == "mean" and p.kind != "vp":
+        raise ConfigError("model.output: the posterior-mean parameterization needs process.kind=vp")
+    if cfg.family == "ddpm" and p.kind != "vp":
+        raise ConfigError("family: ddpm is the VP process (process.kind=vp); NCSN's VE process is family: ncsn")
+    if cfg.family == "ncsn" and p.kind != "ve":
+        raise ConfigError("family: ncsn is the VE process (process.kind=ve); DDPM's VP process is family: ddpm")
+    return cfg

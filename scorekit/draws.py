@@ -1,0 +1,87 @@
+"""What a training step draws, and the fixed batches of the held-out loss.
+
+Every random draw of step k (noise levels, noise, flips, dequantization, dropped labels, EDM's noise levels,
+augmentations) comes from one generator seeded by (training.seed, k), so a resumed run continues exactly
+and data-parallel processes draw the same global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import Config
+from .data import build_source, preprocess
+from .data.augment import Augment
+from .data.augment import draw as draw_augment
+from .denoiser import Denoiser
+from .errors import DataError
+from .rng import image_seed
+
+
+class FixedBatches:
+    """The first ``training.test_batch`` test images (``test_loss``) and training images (``train_loss_fixed``),
+    with the same noise levels and noise every time, so that the two loss curves are smooth and comparable
+    (the memorisation check: train loss close to test loss). Class-conditional models see the true labels."""
+
+    def __init__(self, cfg: Config, denoiser: Denoiser, train_source, device: torch.device):
+        tc, shape = cfg.training, denoiser.image_shape
+        try:
+            test_source = build_source(cfg.data, "test")
+        except DataError:
+            test_source = None
+        g = torch.Generator().manual_seed(image_seed(tc.seed, 2**40))
+        n = tc.test_batch
+        t = torch.randint(0, denoiser.process.num_levels, (n,), generator=g)
+        noise = torch.randn((n, *shape), generator=g)
+        dequant = torch.rand((n, *shape), generator=g) if cfg.data.dequantize == "uniform" else None
+        sigma = edm_sigmas(cfg, n, g, "cpu") if tc.loss == "edm" else None
+        self.batches = {}
+        for name, src in (("test_loss", test_source), ("train_loss_fixed", train_source)):
+            if src is not None:
+                k = min(n, len(src))
+                u8 = src.images[:k] if src.images is not None else torch.stack([src[i] for i in range(k)])
+                x0 = preprocess(u8, denoiser.data_range, dequant_noise=None if dequant is None else dequant[:k])
+                y = src.labels[:k].long() if cfg.model.num_classes and src.labels is not None else None
+                fields = (x0, t[:k], noise[:k], y, None if sigma is None else sigma[:k])
+                self.batches[name] = tuple(None if v is None else v.to(device) for v in fields)
+
+
+@dataclass
+class Draws:
+    """The random draws of one global batch; ``sl`` slices one process's micro-batch out of it."""
+
+    t: torch.Tensor  # noise levels (DDPM / NCSN objectives)
+    noise: torch.Tensor
+    flip: torch.Tensor | None = None
+    dequant: torch.Tensor | None = None
+    drop: torch.Tensor | None = None  # labels replaced by "no class" (classifier-free guidance)
+    sigma: torch.Tensor | None = None  # EDM's log-normal noise levels
+    augment: Augment | None = None  # non-leaky augmentation
+
+    def __getitem__(self, sl: slice) -> Draws:
+        return Draws(*(None if (v := getattr(self, f)) is None else v[sl] for f in self.__dataclass_fields__))
+
+
+def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, device: torch.device) -> Draws:
+    """Noise levels, noise, flips, dequantization noise, dropped labels, EDM's sigmas and augmentations of the
+    whole global batch of ``step`` (the later draws only when the config asks for them, so earlier runs keep
+    their streams)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(image_seed(cfg.training.seed, step))
+    tc, B = cfg.training, cfg.training.batch_size
+    t = torch.randint(0, num_levels, (B,), generator=g, device=device)
+    noise = torch.randn((B, *shape), generator=g, device=device)
+    flip = torch.rand(B, generator=g, device=device) < 0.5 if cfg.data.random_flip else None
+    dequant = torch.rand((B, *shape), generator=g, device=device) if cfg.data.dequantize == "uniform" else None
+    drop = torch.rand(B, generator=g, device=device) < tc.label_dropout if tc.label_dropout else None
+    sigma = edm_sigmas(cfg, B, g, device) if tc.loss == "edm" else None
+    augment = draw_augment(cfg.data.augment, B, shape[-1], g, device) if cfg.data.augment else None
+    return Draws(t, noise, flip, dequant, drop, sigma, augment)
+
+
+def edm_sigmas(cfg: Config, n: int, g: torch.Generator, device) -> torch.Tensor:
+    """EDM's training noise levels: ln(sigma) ~ N(P_mean, P_std^2) (float64)."""
+    z = torch.randn(n, generator=g, device=device, dtype=torch.float64)
+    return (cfg.training.p_mean + cfg.training.p_std * z).exp()
