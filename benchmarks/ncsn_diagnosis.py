@@ -33,24 +33,28 @@ from scorekit.samplers import sample, sampling_options  # noqa: E402
 UNET = ["model.arch=unet", "model.ch=16", "model.ch_mult=[1,2,4]", "model.num_res_blocks=1",
         "model.attn_resolutions=[4]", "model.dropout=0.0"]
 DDPM_RECIPE = ["training.lr=0.002", "training.warmup=100", "training.grad_clip=1.0"]
+# the ncsnv2-digits default as diagnosed (sigma_L = 0.01, L = 22); the preset now has sigma_L = 0.05, L = 16
+OLD = ["process.sigma_end=0.01", "process.num_levels=22", "sampling.step_lr=0.0000156"]
 VARIANTS = {  # name: (preset, overrides, what it tests)
     "ddpm": ("ddpm-digits", [], "the DDPM default (reference)"),
-    "ncsnv2": ("ncsnv2-digits", [], "the NCSNv2 default"),
-    "ncsnv2-ddpm-recipe": ("ncsnv2-digits", DDPM_RECIPE, "DDPM's optimiser: lr 2e-3, warmup 100, clip 1"),
-    "ncsnv2-lr3e-4": ("ncsnv2-digits", ["training.lr=0.0003"], "a smaller learning rate"),
-    "ncsnv2-ema0.99": ("ncsnv2-digits", ["training.ema_decay=0.99"], "a shorter EMA"),
+    "ncsnv2": ("ncsnv2-digits", [*OLD], "the NCSNv2 default"),
+    "ncsnv2-ddpm-recipe": ("ncsnv2-digits", [*OLD, *DDPM_RECIPE], "DDPM's optimiser: lr 2e-3, warmup 100, clip 1"),
+    "ncsnv2-lr3e-4": ("ncsnv2-digits", [*OLD, "training.lr=0.0003"], "a smaller learning rate"),
+    "ncsnv2-ema0.99": ("ncsnv2-digits", [*OLD, "training.ema_decay=0.99"], "a shorter EMA"),
     # (L and step_lr from techniques 2 and 4 for the new sigma_L; half the levels: technique 4's step for that ratio)
-    "ncsnv2-sigmaL-0.05": ("ncsnv2-digits", ["process.sigma_end=0.05", "process.num_levels=16",
-                                             "sampling.step_lr=0.000396"], "sigma_L near the quantisation step 1/16"),
-    "ncsnv2-L-11": ("ncsnv2-digits", ["process.num_levels=11", "sampling.step_lr=0.0000204"], "half the levels"),
-    "ncsnv2-power1": ("ncsnv2-digits", ["training.anneal_power=1.0"], "loss weight sigma instead of sigma^2"),
-    "unet-on-ve": ("ncsnv2-digits", [*UNET, "model.output=sigma_score", *DDPM_RECIPE],
+    "ncsnv2-sigmaL-0.05": ("ncsnv2-digits", [*OLD, "process.sigma_end=0.05", "process.num_levels=16",
+                                             "sampling.step_lr=0.000396"],
+                           "sigma_L near the quantisation step 1/16 (the new ncsnv2-digits default)"),
+    "ncsnv2-L-11": ("ncsnv2-digits", [*OLD, "process.num_levels=11", "sampling.step_lr=0.0000204"], "half the levels"),
+    "ncsnv2-power1": ("ncsnv2-digits", [*OLD, "training.anneal_power=1.0"], "loss weight sigma instead of sigma^2"),
+    "unet-on-ve": ("ncsnv2-digits", [*OLD, *UNET, "model.output=sigma_score", *DDPM_RECIPE],
                    "the DDPM digits U-Net as the NCSN score model"),
     "ncsnv2-on-vp": ("ddpm-digits", ["model.arch=ncsnv2", "model.ngf=16", "model.output=eps"],
                      "the NCSNv2 RefineNet as the DDPM eps-model"),
     "ddpm-g4": ("ddpm-digits", ["model.norm_groups=4"], "the DDPM default with 4 GroupNorm groups everywhere"),
-    "unet-on-ve-g4": ("ncsnv2-digits", [*UNET, "model.norm_groups=4", "model.output=sigma_score", *DDPM_RECIPE],
+    "unet-on-ve-g4": ("ncsnv2-digits", [*OLD, *UNET, "model.norm_groups=4", "model.output=sigma_score", *DDPM_RECIPE],
                       "the U-Net with 4 GroupNorm groups as the NCSN score model"),
+    "ncsnv2-unet-digits": ("ncsnv2-unet-digits", [], "the new preset: the U-Net, sigma_L = 0.05, L = 16"),
 }
 HEUN = ("heun", {"steps": 18})
 

@@ -41,7 +41,7 @@ def main() -> None:
         dest.mkdir(parents=True, exist_ok=True)
         text = (folder / "report.md").read_text()
 
-        def relink(m: re.Match) -> str:
+        def relink(m: re.Match, folder: Path = folder, dest: Path = dest) -> str:
             shutil.copy(folder / m.group(2), dest / m.group(2))
             return f"![{m.group(1)}]({dest.as_posix()}/{m.group(2)})"
 

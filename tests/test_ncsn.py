@@ -179,7 +179,7 @@ def test_plan_noise_command_on_the_digits(capsys):
     from scorekit.cli import main
     from scorekit.data import digits
 
-    assert main(["plan-noise", "digits", "--steps-per-level", "10", "--json"]) == 0
+    assert main(["plan-noise", "digits", "--steps-per-level", "10", "--sigma-end", "0.05", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     x = digits("train").images.reshape(1497, -1).double() / 255
     assert plan["sigma_begin"] == pytest.approx(torch.pdist(x).max().item(), rel=1e-12)
