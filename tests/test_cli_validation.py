@@ -37,6 +37,8 @@ BASE = {
     "study": ["ema", "--out", "{tmp}/study"],
     "ema": ["{run}", "--sigma-rel", "0.1", "--out", "{tmp}/posthoc"],
     "classifier": ["ddpm-digits-cond", "--out", "{tmp}/classifier", "--steps", "2"],
+    "compress": ["{run}", "digits:test", "--out", "{tmp}/c.skc"],
+    "decompress": ["{run}", "{tmp}/c.skc", "--out", "{tmp}/d"],
     "hype create": ["{run}", "--data", "digits", "--out", "{tmp}/study"],
     "hype serve": ["{tmp}"],
     "hype raters": ["{tmp}"],
@@ -200,6 +202,13 @@ SEMANTIC = [
     (["study", "ema", "--out", "{tmp}/s", "--base", "nope"], "unknown preset 'nope'"),
     (["study", "ema", "--out", "{tmp}/s", "training.nope=1"], "unknown key training.nope"),
     (["hype", "report", "{run}"], "not a HYPE study"),
+    (["compress", "{ncsn}", "digits:test", "--out", "{tmp}/c.skc"], "codes DDPM (VP) runs"),
+    (["compress", "{run}", "{tmp}/nope.png", "--out", "{tmp}/c.skc"], "no such file or folder"),
+    (["compress", "{run}", "{tmp}/afile", "--out", "{tmp}/c.skc"], "not a readable image"),
+    (["compress", "{run}", "digits:valid", "--out", "{tmp}/c.skc"], "expected digits:train or digits:test"),
+    (["compress", "{run}", "digits:test", "--out", "{tmp}"], "is a folder"),
+    (["decompress", "{run}", "{tmp}/afile", "--out", "{tmp}/d"], "not a scorekit compressed file"),
+    (["decompress", "{run}", "{tmp}/right.npz", "--out", "{tmp}/afile"], "exists and is not a folder"),
 ]
 
 

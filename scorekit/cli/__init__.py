@@ -18,10 +18,10 @@ import tempfile
 import traceback
 
 from ..errors import ScorekitError
-from . import basic, classifier, ema, evaluation, hype, inpaint, interop, ncsn, running, study
+from . import basic, classifier, codec, ema, evaluation, hype, inpaint, interop, ncsn, running, study
 
 COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *evaluation.COMMANDS, *inpaint.COMMANDS, *classifier.COMMANDS,
-            *ema.COMMANDS, *hype.COMMANDS, *study.COMMANDS, *ncsn.COMMANDS, *interop.COMMANDS]
+            *ema.COMMANDS, *codec.COMMANDS, *hype.COMMANDS, *study.COMMANDS, *ncsn.COMMANDS, *interop.COMMANDS]
 
 
 class UsageError(ScorekitError):
