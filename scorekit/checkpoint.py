@@ -92,10 +92,15 @@ def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int, mode
         v = v.detach().to("cpu").contiguous()
         tensors[k] = v.clone() if v.data_ptr() in seen and v.numel() else v
         seen.add(v.data_ptr())
+    return atomic_save_file(path, tensors, {"scorekit": json.dumps(doc)})
+
+
+def atomic_save_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """safetensors file written atomically: a temporary file beside it, fsync, rename, fsync of the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata={"scorekit": json.dumps(doc)})
+        save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

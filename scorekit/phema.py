@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from .checkpoint import atomic_save_file
 from .errors import CheckpointError
-from .images import fsync_dir
 
 _SNAP = re.compile(r"^phema_(\d+)\.safetensors$")
 
@@ -98,18 +96,7 @@ def save_snapshot(folder: Path, step: int, emas: list[PowerEMA]) -> Path:
     tensors = {f"{i}.{k}": v.detach().to("cpu").contiguous().clone() for i, e in enumerate(emas)
                for k, v in e.state_dict().items()}
     meta = {"step": int(step), "sigma_rel": [e.sigma_rel for e in emas], "gamma": [e.gamma for e in emas]}
-    path = folder / f"phema_{step:09d}.safetensors"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata={"scorekit_phema": json.dumps(meta)})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(folder)
-    return path
+    return atomic_save_file(folder / f"phema_{step:09d}.safetensors", tensors, {"scorekit_phema": json.dumps(meta)})
 
 
 def list_snapshots(folder: Path, up_to: int | None = None) -> list[tuple[int, Path]]:
