@@ -169,7 +169,7 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
                                                                                             "checkpoint_step", None),
             "ema": getattr(denoiser, "uses_ema", None), "processes": dist.world if dist is not None else 1,
             "batch_size": batch_size, "precision": precision or cfg.sampling.precision,
-            "classes": guided["labels"].tolist() if guided else None,
+            "classes": _class_counts(guided["labels"]) if guided else None,
             "guidance": guided.get("guidance") if guided else None,
             "classifier_scale": guided.get("classifier_scale") if guided else None,
             "scorekit": __version__, "torch": torch.__version__,
@@ -229,3 +229,9 @@ class FrechetMeter:
     def describe(self) -> dict:
         return {"metric": self.name, "extractor": self.extractor.info, "reference": self.ref.description,
                 "reference_n": self.ref.n}
+
+
+def _class_counts(labels) -> dict[str, int]:
+    """The classes drawn, as {class: number of samples} (image i draws labels[i], a repeating cycle)."""
+    values, counts = labels.unique(return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(values, counts)}
