@@ -155,7 +155,7 @@ def _stats(path, dim):
 
 # Values that parse but are wrong for the data, the run or the file system: refused before any work.
 SEMANTIC = [
-    (["sample", "{run}", "--steps", "500"], "at most 20"),
+    (["sample", "{run}", "--steps", "500", "--sampler", "ancestral"], "at most 20"),
     (["sample", "{run}", "--out", "{tmp}/afile"], "exists and is not a folder"),
     (["sample", "{tmp}/no-run"], "no such run directory"),
     (["eval", "{run}", "--ref", "{tmp}/wrong.npz"], "gives 128-d features"),
