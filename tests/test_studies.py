@@ -52,7 +52,10 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
     monkeypatch.setattr(rc, "SWEEP", (0.05, 0.1, 0.2))
     res = study(name, tmp_path)
     for f in ["report.md", *FILES[name]]:
-        assert (tmp_path / f).stat().st_size > 100, f
+        if f.endswith(".csv"):  # a header and a row per measurement (short numbers can make it under 100 bytes)
+            assert len((tmp_path / f).read_text().strip().splitlines()) >= 3, f
+        else:
+            assert (tmp_path / f).stat().st_size > 100, f
     assert res["protocol"]["study"] == name and res["protocol"]["steps"] == 6
     report = (tmp_path / "report.md").read_text()
     if name == "ncsn-techniques":

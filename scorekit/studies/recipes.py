@@ -49,7 +49,8 @@ def samplers(cfg) -> list[tuple[str, dict]]:
     steps (VP processes) and EDM's Heun at 18, 9 and 5 steps (35, 17 and 9 evaluations)."""
     sc, T = cfg.sampling, cfg.process.num_timesteps
     out = [(sc.sampler, {"steps": sc.steps} if sc.steps else {})]
-    extra = [("ancestral", {"steps": min(250, T)}), ("ancestral", {"steps": min(50, T)})] \
+    extra = [("ancestral", {"steps": min(250, T), "schedule": "uniform"}),  # DDPM's respacing, whatever the preset's
+             ("ancestral", {"steps": min(50, T), "schedule": "uniform"})] \
         if cfg.process.kind == "vp" else []
     for name, opts in extra + [("heun", {"steps": s, **HEUN}) for s in (18, 9, 5)]:
         if not any(name == n and opts["steps"] == o.get("steps") for n, o in out):
