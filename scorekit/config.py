@@ -28,13 +28,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "family": ("ddpm", "ncsn"),
     "data.dataset": ("digits", "cifar10", "folder", "zip", "lsun", "celeba"),
     "data.dequantize": ("none", "uniform"),
-    "process.kind": ("vp", "ve"),
+    "process.kind": ("vp", "ve", "subvp"),
     "process.schedule": ("linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine"),
     "process.ladder": ("geometric", "uniform"),
     "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest", "classifier"),
     "model.output": ("eps", "x0", "mean", "score", "sigma_score"),
     "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
-    "training.loss": ("mse", "kl", "hybrid", "dsm", "ce", "edm"),
+    "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood"),
+    "training.t_sampling": ("uniform", "importance"),
     "model.precond": ("none", "edm"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),
@@ -60,7 +61,7 @@ class DataConfig:
 
 @dataclass
 class ProcessConfig:
-    kind: str = "vp"  # vp (DDPM) | ve (NCSN)
+    kind: str = "vp"  # vp (DDPM) | ve (NCSN) | subvp (Song et al. 2021; the vp keys)
     schedule: str = "linear"  # vp: beta schedule
     num_timesteps: int = 1000  # vp: T
     beta_start: float = 1e-4  # vp
@@ -100,7 +101,8 @@ class TrainingConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
-    loss: str = "mse"  # mse (L_simple) | kl (true bound) | hybrid | dsm (NCSN)
+    loss: str = "mse"  # mse (L_simple) | kl = vlb (true bound) | hybrid | dsm (NCSN) | edm | likelihood (g^2-weighted)
+    t_sampling: str = "uniform"  # uniform | importance (vlb: improved DDPM's; likelihood: uniform in log sigma)
     anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
     grad_accum: int = 1  # micro-batches per optimizer step
     label_dropout: float = 0.0  # classifier-free guidance: probability that a label is replaced by "no class"

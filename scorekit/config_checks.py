@@ -76,7 +76,7 @@ def validate(cfg: Config) -> Config:
                           f"got {p.sigma_begin} and {p.sigma_end}")
     if p.kind == "ve" and p.num_levels < 2:
         raise ConfigError(f"process.num_levels: need at least 2 levels, got {p.num_levels}")
-    levels = p.num_timesteps if p.kind == "vp" else p.num_levels
+    levels = p.num_levels if p.kind == "ve" else p.num_timesteps
     if cfg.sampling.sampler == "ancestral" and cfg.sampling.steps > levels:
         raise ConfigError(f"sampling.steps: the ancestral sampler takes at most the {levels} noise levels, "
                           f"got {cfg.sampling.steps}")
@@ -97,10 +97,20 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("training.loss: hybrid needs a learned variance (model.variance=learned_range or learned)")
     if m.variance in ("learned_range", "learned") and m.arch != "unet":
         raise ConfigError(f"model.variance: a learned variance needs the U-Net (model.arch=unet), got {m.arch}")
-    if m.output == "mean" and p.kind != "vp":
-        raise ConfigError("model.output: the posterior-mean parameterization needs process.kind=vp")
-    if cfg.family == "ddpm" and p.kind != "vp":
-        raise ConfigError("family: ddpm is the VP process (process.kind=vp); NCSN's VE process is family: ncsn")
+    if m.output == "mean" and p.kind == "ve":
+        raise ConfigError("model.output: the posterior-mean parameterization needs process.kind=vp or subvp")
+    if cfg.family == "ddpm" and p.kind == "ve":
+        raise ConfigError("family: ddpm is the VP process (process.kind=vp or subvp); NCSN's VE process is "
+                          "family: ncsn")
     if cfg.family == "ncsn" and p.kind != "ve":
         raise ConfigError("family: ncsn is the VE process (process.kind=ve); DDPM's VP process is family: ddpm")
+    tc = cfg.training
+    if tc.loss == "likelihood" and m.arch != "unet":
+        raise ConfigError(f"training.loss: likelihood trains at fractional noise levels, which needs the U-Net "
+                          f"(model.arch=unet), got {m.arch}")
+    if tc.loss == "likelihood" and m.variance != "fixedlarge":
+        raise ConfigError("training.loss: likelihood trains eps only; use model.variance=fixedlarge")
+    if tc.t_sampling == "importance" and tc.loss not in ("kl", "vlb", "likelihood"):
+        raise ConfigError(f"training.t_sampling: importance sampling is for the bound (training.loss=vlb, kl or "
+                          f"likelihood), got training.loss={tc.loss}")
     return cfg

@@ -17,7 +17,9 @@ from .data.augment import Augment
 from .data.augment import draw as draw_augment
 from .denoiser import Denoiser
 from .errors import DataError
+from .processes import DiscreteProcess
 from .rng import image_seed
+from .tsampling import LossSecondMomentSampler, continuous_levels
 
 
 class FixedBatches:
@@ -59,26 +61,35 @@ class Draws:
     drop: torch.Tensor | None = None  # labels replaced by "no class" (classifier-free guidance)
     sigma: torch.Tensor | None = None  # EDM's log-normal noise levels
     augment: Augment | None = None  # non-leaky augmentation
+    weight: torch.Tensor | None = None  # importance weights of the levels t (None: uniform t, weight 1)
 
     def __getitem__(self, sl: slice) -> Draws:
         return Draws(*(None if (v := getattr(self, f)) is None else v[sl] for f in self.__dataclass_fields__))
 
 
-def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, device: torch.device) -> Draws:
+def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, device: torch.device,
+               process: DiscreteProcess | None = None, t_sampler: LossSecondMomentSampler | None = None) -> Draws:
     """Noise levels, noise, flips, dequantization noise, dropped labels, EDM's sigmas and augmentations of the
     whole global batch of ``step`` (the later draws only when the config asks for them, so earlier runs keep
-    their streams)."""
+    their streams). The likelihood loss draws fractional levels from ``process``; ``t_sampler`` draws
+    importance-sampled levels (both with their weights)."""
     g = torch.Generator(device=device)
     g.manual_seed(image_seed(cfg.training.seed, step))
     tc, B = cfg.training, cfg.training.batch_size
-    t = torch.randint(0, num_levels, (B,), generator=g, device=device)
+    weight = None
+    if tc.loss == "likelihood":
+        t, weight = continuous_levels(process, B, g, device, tc.t_sampling)
+    elif t_sampler is not None:
+        t, weight = t_sampler.draw(B, g, device)
+    else:
+        t = torch.randint(0, num_levels, (B,), generator=g, device=device)
     noise = torch.randn((B, *shape), generator=g, device=device)
     flip = torch.rand(B, generator=g, device=device) < 0.5 if cfg.data.random_flip else None
     dequant = torch.rand((B, *shape), generator=g, device=device) if cfg.data.dequantize == "uniform" else None
     drop = torch.rand(B, generator=g, device=device) < tc.label_dropout if tc.label_dropout else None
     sigma = edm_sigmas(cfg, B, g, device) if tc.loss == "edm" else None
     augment = draw_augment(cfg.data.augment, B, shape[-1], g, device) if cfg.data.augment else None
-    return Draws(t, noise, flip, dequant, drop, sigma, augment)
+    return Draws(t, noise, flip, dequant, drop, sigma, augment, weight)
 
 
 def edm_sigmas(cfg: Config, n: int, g: torch.Generator, device) -> torch.Tensor:

@@ -157,10 +157,12 @@ def final_report(denoiser: Denoiser, run, dist: Dist | None = None, progress: bo
             labels = guided["labels"][:cfg.eval.proxy_samples] if guided else None
             summary["proxy"] = proxy_metrics(images[:cfg.eval.proxy_samples], labels=labels)
         summary["sampling_s"] = round(time.perf_counter() - t0, 1)
-        if cfg.eval.bpd_images and cfg.process.kind == "vp":
+        # continuous-time (likelihood-weighted) models: the ODE likelihood; DDPM's discrete losses: the bound
+        method = "ode" if cfg.training.loss == "likelihood" else "vlb" if cfg.process.kind != "ve" else None
+        if cfg.eval.bpd_images and method:
             t1 = time.perf_counter()
             summary["bpd"] = bits_per_dim(denoiser, split="test", n=cfg.eval.bpd_images, seed=cfg.sampling.seed,
-                                          progress=progress)
+                                          progress=progress, method=method)
             summary["bpd_s"] = round(time.perf_counter() - t1, 1)
         run.write_summary(summary)
     dist.barrier()

@@ -10,13 +10,15 @@ from .config import Config, load_config
 from .data.augment import AUGMENT_DIM
 from .denoiser import Denoiser
 from .nets.unet import UNet
-from .processes import DiscreteProcess, VEProcess, VPProcess
+from .processes import DiscreteProcess, SubVPProcess, VEProcess, VPProcess
 
 
 def build_process(cfg: Config) -> DiscreteProcess:
     p = cfg.process
     if p.kind == "vp":
         return VPProcess.from_schedule(p.schedule, p.num_timesteps, p.beta_start, p.beta_end)
+    if p.kind == "subvp":
+        return SubVPProcess.from_schedule(p.schedule, p.num_timesteps, p.beta_start, p.beta_end)
     return VEProcess.from_ladder(p.sigma_begin, p.sigma_end, p.num_levels, p.ladder)
 
 
@@ -38,13 +40,13 @@ def build_net(cfg: Config) -> nn.Module:
     p = cfg.process
     return build_refinenet(m.arch, channels=d.channels, ngf=m.ngf,
                            num_levels=p.num_levels if p.kind == "ve" else p.num_timesteps,
-                           resolution=d.resolution, centered=p.kind == "vp", num_labels=m.num_classes,
+                           resolution=d.resolution, centered=p.kind != "ve", num_labels=m.num_classes,
                            augment_dim=augment_dim)
 
 
 def data_range(cfg: Config) -> tuple[float, float]:
     """DDPM models data in [-1, 1], NCSN in [0, 1]."""
-    return (-1.0, 1.0) if cfg.process.kind == "vp" else (0.0, 1.0)
+    return (0.0, 1.0) if cfg.process.kind == "ve" else (-1.0, 1.0)
 
 
 def build_denoiser(cfg: Config) -> Denoiser:

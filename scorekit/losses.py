@@ -1,5 +1,5 @@
 """Training objectives: DDPM's L_simple, variational-bound terms and MSEs; NCSN's denoising score matching;
-EDM's preconditioned loss."""
+EDM's preconditioned loss; the likelihood-weighted score-matching loss."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .denoiser import Denoiser, Output
 from .precond import edm_weight
 from .processes.base import expand_like, normal_kl
 
-LOSSES = ("mse", "kl", "hybrid", "dsm", "edm")
+LOSSES = ("mse", "kl", "vlb", "hybrid", "dsm", "edm", "likelihood")
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -79,11 +79,12 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
 
     ``mse``: unweighted MSE of the output against its target, mean over pixels (L_simple, Eq. 14, for
     eps; the code's x0 / mean variants); ``kl``: the true bound's term (Eq. 5); ``hybrid``: improved
-    DDPM's L_simple + hybrid_weight * L_vlb with the mean detached in L_vlb (learned variance).
+    DDPM's L_simple + hybrid_weight * L_vlb with the mean detached in L_vlb (learned variance); ``vlb`` is
+    ``kl`` (improved DDPM's name; with importance sampling of t, see :mod:`scorekit.tsampling`).
     ``aug``: augmentation parameters the network is conditioned on (non-leaky augmentation).
     """
     x_t = denoiser.process.q_sample(x0, t, eps)
-    if loss_type == "kl":
+    if loss_type in ("kl", "vlb"):
         return vb_terms_bpd(denoiser, x0, x_t, t, raw=None if aug is None else denoiser.raw(x_t, t, y, aug), y=y)[0]
     if loss_type not in ("mse", "hybrid"):
         raise ValueError(f"unknown DDPM loss {loss_type!r}; choose mse, kl or hybrid")
@@ -117,3 +118,21 @@ def edm_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, n: torch
     s = expand_like(sigma, x0)
     D = denoiser.edm(x0 + s * n, sigma, y, aug).to(x0.dtype)
     return edm_weight(sigma, sigma_data).to(x0.device, x0.dtype) * mean_flat((D - x0) ** 2)
+
+
+def likelihood_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                    weight: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                    aug: torch.Tensor | None = None) -> torch.Tensor:
+    """Denoising score matching with likelihood weighting lambda(t) = g(t)^2 (Song, Durkan, Murray & Ermon 2021,
+    Eq. 7 and Thm. 1), per image in bits/dim: w ||eps - eps_hat(x_t, t)||^2 / (D ln 2) at fractional levels t,
+    with w from :func:`scorekit.tsampling.continuous_levels`; its mean is the diffusion term
+    int ||eps - eps_hat||^2 d log sigma of the bound (Kingma et al. 2021, Eq. 17). ``weight=None``: the
+    uniform-t weight (N - 1) d log sigma / dt."""
+    from .tsampling import log_sigma_slope
+
+    t = t.double()
+    if weight is None:
+        weight = (denoiser.process.num_levels - 1) * log_sigma_slope(denoiser.process, t)
+    x_t = denoiser.process.q_sample(x0, t, eps)
+    eps_hat = denoiser(x_t, t, y=y, aug=aug).eps.to(x0.dtype)
+    return weight.to(x0.device, x0.dtype) * mean_flat((eps - eps_hat) ** 2) / math.log(2.0)

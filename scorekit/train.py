@@ -29,11 +29,12 @@ from .ema import EMA
 from .errors import CheckpointError, DataError, TrainingError
 from .factory import build_denoiser
 from .images import atomic_write_bytes
-from .losses import ddpm_loss, dsm_loss, edm_loss
+from .losses import ddpm_loss, dsm_loss, edm_loss, likelihood_loss
 from .phema import PowerEMA, save_snapshot
 from .progress import progress
 from .rng import image_seed
 from .run import RunDir, resolve_run
+from .tsampling import LossSecondMomentSampler
 
 
 @dataclass
@@ -46,10 +47,12 @@ class TrainResult:
 
 def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
               y: torch.Tensor | None = None, *, sigma: torch.Tensor | None = None,
-              aug: torch.Tensor | None = None) -> torch.Tensor:
+              aug: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example loss of the configured objective (``y``: class labels, for class-conditional models;
     ``sigma``: EDM's noise levels, which replace ``t``; ``aug``: augmentation parameters, the network's
-    conditioning)."""
+    conditioning; ``weight``: the likelihood loss's weights of its fractional levels ``t``)."""
+    if cfg.training.loss == "likelihood":
+        return likelihood_loss(denoiser, x0, t, noise, weight, y=y, aug=aug)
     if cfg.training.loss == "edm":
         return edm_loss(denoiser, x0, sigma, noise, cfg.model.sigma_data, y=y, aug=aug)
     if cfg.training.loss == "dsm":
@@ -112,6 +115,9 @@ class Trainer:
                                           **({"fused": True} if cuda else {"foreach": True}))
         self.step = 0
         self._fixed = None
+        self.t_sampler = None  # improved DDPM's importance sampling of t for L_vlb
+        if tc.t_sampling == "importance" and tc.loss in ("kl", "vlb"):
+            self.t_sampler = LossSecondMomentSampler(self.denoiser.process.num_levels)
         self.train_net = self.net
         if tc.compile:
             self.train_net = torch.compile(self.train_net)
@@ -134,6 +140,8 @@ class Trainer:
                 self.optimizer.load_state_dict(ck.optimizer)
             for i, e in enumerate(self.phema):  # a run that starts keeping them late starts them from the weights
                 e.load_state_dict(ck.extra.get(f"phema{i}", ck.model))
+            if self.t_sampler is not None and "tsampler" in ck.extra:
+                self.t_sampler.load_state_dict(ck.extra["tsampler"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{latest}: does not fit this configuration ({str(e).splitlines()[0]})") from None
         self.step = ck.step
@@ -146,7 +154,8 @@ class Trainer:
                 self.run.checkpoint_path(self.step), config=self.cfg.to_dict(), step=self.step,
                 model=self.net.state_dict(), ema=self.ema.state_dict() if self.ema else None,
                 optimizer=self.optimizer.state_dict(),
-                extra={f"phema{i}": e.state_dict() for i, e in enumerate(self.phema)},
+                extra={**{f"phema{i}": e.state_dict() for i, e in enumerate(self.phema)},
+                       **({"tsampler": self.t_sampler.state_dict()} if self.t_sampler is not None else {})},
                 state={"samples_seen": self.step * self.cfg.training.batch_size, "seed": self.cfg.training.seed,
                        "rng": "per-step generators seeded by (training.seed, step); nothing else to restore"})
             self.run.prune(self.cfg.training.keep_checkpoints)
@@ -170,13 +179,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, self.step)
         shape = self.denoiser.image_shape
-        draws = step_draws(cfg, self.step, shape, self.denoiser.process.num_levels, self.device)
+        draws = step_draws(cfg, self.step, shape, self.denoiser.process.num_levels, self.device,
+                           self.denoiser.process, self.t_sampler)
+        per_image = torch.zeros(tc.batch_size, dtype=torch.float64, device=self.device)  # unweighted, for t_sampler
         torch.manual_seed(image_seed(tc.seed, 1_000_003 * self.step + dist.rank))  # dropout
         self.optimizer.zero_grad(set_to_none=True)
         self.train_net.train()
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(tc.grad_accum):
-            d = draws[micro_batch_slice(tc.batch_size, dist.world, dist.rank, tc.grad_accum, micro)]
+            sl = micro_batch_slice(tc.batch_size, dist.world, dist.rank, tc.grad_accum, micro)
+            d = draws[sl]
             images, labels = next(batches)
             x0 = preprocess(images, self.denoiser.data_range, flip=d.flip, dequant_noise=d.dequant)
             y = self.class_labels(labels, d.drop)
@@ -188,14 +200,20 @@ class Trainer:
             last = micro == tc.grad_accum - 1
             with contextlib.nullcontext() if last or not dist.enabled else self.train_net.no_sync():
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    loss = objective(cfg, self.train_denoiser, x0, d.t, d.noise, y, sigma=d.sigma, aug=aug)
-                    loss = loss.float().mean() / tc.grad_accum
+                    loss = objective(cfg, self.train_denoiser, x0, d.t, d.noise, y, sigma=d.sigma, aug=aug,
+                                     weight=d.weight).float()
+                    if self.t_sampler is not None:
+                        per_image[sl] = loss.detach().double()
+                        loss = loss * d.weight.float()
+                    loss = loss.mean() / tc.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
         loss_all = dist.sum(loss_sum) / dist.world
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip if tc.grad_clip > 0 else math.inf)
         finite = bool(torch.isfinite(loss_all) & torch.isfinite(grad_norm))
         if finite:
+            if self.t_sampler is not None:
+                self.t_sampler.update(draws.t.cpu(), dist.sum(per_image).cpu())
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.net)

@@ -163,7 +163,7 @@ SEMANTIC = [
     (["eval", "{run}", "--ref", "{tmp}/right.npz", "--metrics", "kid"], "needs the reference images' features"),
     (["eval", "{run}", "--ref", "{tmp}/no-folder"], "not `digits`, a preset"),
     (["eval", "{run}", "--steps", "21", "--sampler", "ancestral"], "at most 20"),
-    (["bpd", "{ncsn}"], "defined for DDPM (VP) runs"),
+    (["bpd", "{ncsn}"], "computed for VP and sub-VP runs"),
     (["tune-schedule", "{run}", "--steps", "30", "--sampler", "ancestral"], "at most 20"),
     (["tune-schedule", "{run}", "--steps", "3", "--sampler", "rk45"], "has no step schedule to search"),
     (["tune-schedule", "{run}/checkpoints", "--steps", "3"], "needs a run directory"),

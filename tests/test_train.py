@@ -45,7 +45,15 @@ EDM_RECIPE = ["model.precond=edm", "training.loss=edm", "model.output=x0", "data
               "training.snapshot_every=2"]
 
 
-@pytest.mark.parametrize("recipe", [[], EDM_RECIPE], ids=["ddpm", "edm+augment+phema"])
+# improved DDPM's L_vlb with importance-sampled t on 4 levels (the sampler's history is full after ~3 steps, so
+# the resumed run must restore it) and the likelihood-weighted loss at continuous levels
+VLB_IS = ["model.variance=learned_range", "training.loss=vlb", "training.t_sampling=importance",
+          "process.num_timesteps=4", "process.beta_end=0.5"]
+LIKELIHOOD = ["training.loss=likelihood", "training.t_sampling=importance"]
+
+
+@pytest.mark.parametrize("recipe", [[], EDM_RECIPE, VLB_IS, LIKELIHOOD],
+                         ids=["ddpm", "edm+augment+phema", "vlb+importance", "likelihood"])
 def test_resume_is_bit_identical(tmp_path, recipe):
     """2N steps in one go == N steps, a restart, N more (dropout on, so the RNG handling matters); with EDM's
     recipe the augmentations, noise levels, power-function EMAs and their snapshots continue exactly too."""
@@ -55,7 +63,9 @@ def test_resume_is_bit_identical(tmp_path, recipe):
     a, b = _latest(tmp_path / "a"), _latest(tmp_path / "b")
     assert a.step == b.step == 6 and a.state["samples_seen"] == 96
     _assert_same_state(a, b)
-    if recipe:
+    if recipe == VLB_IS:
+        assert set(a.extra) == {"tsampler"} and int(a.extra["tsampler"]["count"].min()) >= 10  # warm when saved
+    if recipe == EDM_RECIPE:
         assert set(a.extra) == {"phema0", "phema1"}
         snaps = sorted((tmp_path / "a" / "checkpoints" / "phema").iterdir())
         assert [p.name for p in snaps] == [p.name for p in sorted((tmp_path / "b" / "checkpoints" / "phema").iterdir())]

@@ -29,8 +29,8 @@ def pairing(cfg: Config) -> str:
         return (f"noise-conditional classifier of {m.num_classes} classes on "
                 f"{'DDPM' if p.kind == 'vp' else 'NCSN'}'s {p.kind.upper()} process (cross entropy)")
     net = "U-Net" if m.arch == "unet" else {"ncsn": "NCSN RefineNet (conditional)"}.get(m.arch, f"{m.arch} RefineNet")
-    home = (m.arch == "unet") == (p.kind == "vp")
-    process = "DDPM's VP process" if p.kind == "vp" else "NCSN's VE process"
+    home = (m.arch == "unet") == (p.kind != "ve")
+    process = {"vp": "DDPM's VP process", "subvp": "the sub-VP process"}.get(p.kind, "NCSN's VE process")
     if m.precond == "edm":
         what = f"EDM's F in D = c_skip x + c_out F(c_in x; ln(sigma)/4), sigma_data {m.sigma_data:g}"
     else:
@@ -41,8 +41,9 @@ def pairing(cfg: Config) -> str:
 
 def describe_config(cfg: Config, parameters: int) -> dict:
     d, p, m, t = cfg.data, cfg.process, cfg.model, cfg.training
-    if p.kind == "vp":
-        process = f"VP (DDPM): {p.schedule} betas {p.beta_start:g}..{p.beta_end:g}, T = {p.num_timesteps}"
+    if p.kind in ("vp", "subvp"):
+        process = (f"{'VP (DDPM)' if p.kind == 'vp' else 'sub-VP'}: {p.schedule} betas {p.beta_start:g}.."
+                   f"{p.beta_end:g}, T = {p.num_timesteps}")
     else:
         process = f"VE (NCSN): {p.ladder} sigmas {p.sigma_begin:g}..{p.sigma_end:g}, L = {p.num_levels}"
     if m.arch == "classifier":

@@ -199,8 +199,8 @@ def cmd_bpd(args: argparse.Namespace) -> int:
 
     dist = setup(args.device)
     denoiser = _load(args, dist.device)
-    if args.method == "vlb" and denoiser.process.kind != "vp":
-        raise ScorekitError("--method vlb: the variational bound is defined for DDPM (VP) runs; use --method ode")
+    if args.method == "vlb" and denoiser.process.kind == "ve":
+        raise ScorekitError("--method vlb: the variational bound is computed for VP and sub-VP runs; use --method ode")
     if args.codec and args.method != "vlb":
         raise ScorekitError("--codec: the codec codes at the variational bound; use it with --method vlb")
     if args.codec:
