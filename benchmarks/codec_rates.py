@@ -1,7 +1,6 @@
 """Lossless rates on the digits test split: scorekit's bits-back codec against PNG and general-purpose compressors.
 
-    python benchmarks/codec_rates.py [--run runs/digits] [--n 300] [--initial-images K]
-                                    [--out benchmarks/results/codec_rates.json]
+    python benchmarks/codec_rates.py [--run runs/digits] [--n 300] [--out benchmarks/results/codec_rates.json]
 
 Every coder sees exactly the same uint8 images (the digits as the data loader stores them: 8x8, 17 grey levels
 out of 256). General-purpose compressors get the raw bytes (N x 64); PNG gets one lossless mosaic of all the
@@ -55,7 +54,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="a trained DDPM digits run (adds its bound and codec rate)")
     ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--initial-images", type=int, default=1, help="scorekit compress --initial-images")
     ap.add_argument("--out", default="benchmarks/results/codec_rates.json")
     args = ap.parse_args()
     import torch
@@ -73,14 +71,14 @@ def main() -> None:
         d = load(args.run, device="cpu")
         bound = bits_per_dim(d, split="test", n=args.n)
         t0 = time.perf_counter()
-        data, rates = compress(d, images, initial_images=args.initial_images)
+        data, rates = compress(d, images)
         t1 = time.perf_counter()
         exact = torch.equal(decompress(d, data), images)
         t2 = time.perf_counter()
         rows["scorekit codec (net of initial bits)"] = rates["bits_per_dim"]
         rows["scorekit codec (whole file)"] = rates["file_bits_per_dim"]
         rows["the run's variational bound"] = bound["bpd"]
-        payload.update(run=str(args.run), bound=bound, codec=rates, exact=exact, initial_images=args.initial_images,
+        payload.update(run=str(args.run), bound=bound, codec=rates, exact=exact,
                        compress_seconds=round(t1 - t0, 1), decompress_seconds=round(t2 - t1, 1))
     print(f"| coder | bits/dim ({len(images)} test digits) |\n| --- | --- |")
     for k, v in sorted(rows.items(), key=lambda kv: kv[1]):
