@@ -236,9 +236,8 @@ def _chunk_size(stack_bits: float, dims: int, remaining: int, batch_size: int = 
     return max(1, min(batch_size, remaining, int(stack_bits / (dims * NEED_BITS))))
 
 
-def initial_words(dims: int, images: int = 1) -> int:
-    """32-bit words of initial bits that let the first chunk of ``images`` images borrow NEED_BITS per dimension."""
-    return math.ceil(images * dims * NEED_BITS / 32) + 1
+def initial_words(dims: int) -> int:
+    return math.ceil(dims * NEED_BITS / 32) + 1
 
 
 def _initial_words(n: int) -> np.ndarray:
@@ -248,18 +247,16 @@ def _initial_words(n: int) -> np.ndarray:
 
 
 def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[str] | None = None,
-             batch_size: int = MAX_CHUNK, initial_images: int = 1, progress=None) -> tuple[bytes, dict]:
+             batch_size: int = MAX_CHUNK, progress=None) -> tuple[bytes, dict]:
     """The file (header + ANS words) for uint8 ``images`` (N, C, H, W), and the measured rates. ``names`` (one
     per image) are recorded for the decompressed files; ``batch_size`` caps the images coded together (the
-    chunks are recorded in the header, so decoding needs no option). ``initial_images``: the initial bits let
-    the first chunk hold this many images; the chunks then grow with the stack, so more initial bits (a fixed
-    cost of initial_images x NEED_BITS bits per dimension) mean fewer passes over the chain and faster coding."""
+    chunks are recorded in the header, so decoding needs no option)."""
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ScorekitError("the codec takes uint8 images of shape (N, C, H, W)")
     if tuple(images.shape[1:]) != tuple(denoiser.image_shape):
         raise ScorekitError(f"images of shape {tuple(images.shape[1:])}; the model codes {tuple(denoiser.image_shape)}")
     chain, dims = Chain(denoiser), math.prod(images.shape[1:])
-    init = _initial_words(initial_words(dims, max(1, initial_images)))
+    init = _initial_words(initial_words(dims))
     coder = _Coder(init.copy())
     chunks, start = [], 0
     with _one_thread():

@@ -107,7 +107,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     images, names = read_images(args.images, tuple(denoiser.image_shape))
     bar, tick = _bar(len(images), args, "compress")
     data, rates = compress(denoiser, images, source=str(args.run), names=names, batch_size=args.batch_size,
-                           initial_images=args.initial_images, progress=tick)
+                           progress=tick)
     bar.close()
     atomic_write_bytes(args.out, data)
     raw = images.numel()
@@ -159,9 +159,6 @@ def _compress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="the compressed file")
     p.add_argument("--batch-size", type=Number(int, 1, 4096), default=300,
                    help="images coded together at most (300; the first chunks are smaller: see scorekit/codec.py)")
-    p.add_argument("--initial-images", type=Number(int, 1, 4096), default=1,
-                   help="initial bits for this many images in the first chunk (1; a fixed cost of 10 bits per "
-                        "dimension each): fewer, larger chunks code faster")
     p.add_argument("--json", action="store_true", help="also print the rates as JSON")
 
 
