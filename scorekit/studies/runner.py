@@ -183,7 +183,8 @@ def machine(device: str = "cpu") -> str:
                 break
     except OSError:
         pass
-    return f"{name}, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"{name}, {n} thread{'' if n == 1 else 's'}"
 
 
 def write_report(ctx: Context, name: str, title: str, body: str, payload: dict, command: str) -> Path:
