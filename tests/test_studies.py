@@ -110,13 +110,14 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
 
 
 def test_a_resumed_study_gives_the_same_report(tmp_path):
+    from scorekit.studies.ema import DEFAULT_BASE
     from scorekit.train import train_run
 
     full = study("ema", tmp_path / "a")
-    ctx = Context(tmp_path / "b", "ncsnv2-digits", [*TINY_NCSN, "training.batch_size=16"], 6, n=24, checkpoints=2)
+    ctx = Context(tmp_path / "b", DEFAULT_BASE, [*TINY_NCSN, "training.batch_size=16"], 6, n=24, checkpoints=2)
     arm = Arm("run", "the base preset")
     overrides = [o for o in ctx.arm_overrides(arm) if not o.startswith("training.steps")] + ["training.steps=4"]
-    train_run("ncsnv2-digits", ctx.run_dir(arm), overrides, device="cpu", progress=False, evaluate=False)
+    train_run(DEFAULT_BASE, ctx.run_dir(arm), overrides, device="cpu", progress=False, evaluate=False)
     resumed = study("ema", tmp_path / "b")  # picks the run up at step 4, trains to 6, measures
     assert resumed["points"] == full["points"]
     again = study("ema", tmp_path / "b")  # everything done: nothing retrained, the same numbers read back

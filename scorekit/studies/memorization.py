@@ -12,7 +12,8 @@ import torch
 from .runner import Arm, Context, markdown_table, measured, sample_images, train_arms, write_csv, write_report
 
 NAME = "memorization"
-DEFAULT_BASE, DEFAULT_STEPS = "ncsnv2-digits", 2000
+# NCSNv2's techniques on the main job's U-Net: the RefineNet suits 8x8 images poorly (STUDIES.md); ~6 min on 2 cores
+DEFAULT_BASE, DEFAULT_STEPS = "ncsnv2-unet-digits", 2000
 TITLE = "Memorisation: losses, nearest neighbours, and the KDE baseline"
 COPY = 8.0  # l2 distance in uint8 units over the whole image below which a sample counts as a copy
 
