@@ -10,6 +10,7 @@ import torch
 from .denoiser import Denoiser, Output
 from .precond import edm_weight
 from .processes.base import expand_like, normal_kl
+from .tsampling import log_sigma_slope
 
 LOSSES = ("mse", "kl", "vlb", "hybrid", "dsm", "edm", "likelihood")
 
@@ -87,7 +88,7 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
     if loss_type in ("kl", "vlb"):
         return vb_terms_bpd(denoiser, x0, x_t, t, raw=None if aug is None else denoiser.raw(x_t, t, y, aug), y=y)[0]
     if loss_type not in ("mse", "hybrid"):
-        raise ValueError(f"unknown DDPM loss {loss_type!r}; choose mse, kl or hybrid")
+        raise ValueError(f"unknown DDPM loss {loss_type!r}; choose mse, kl (= vlb) or hybrid")
     raw = denoiser.raw(x_t, t, y, aug).to(x0.dtype)
     learned = denoiser.variance.is_learned
     out, v = raw.chunk(2, dim=1) if learned else (raw, None)
@@ -128,8 +129,6 @@ def likelihood_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: 
     with w from :func:`scorekit.tsampling.continuous_levels`; its mean is the diffusion term
     int ||eps - eps_hat||^2 d log sigma of the bound (Kingma et al. 2021, Eq. 17). ``weight=None``: the
     uniform-t weight (N - 1) d log sigma / dt."""
-    from .tsampling import log_sigma_slope
-
     t = t.double()
     if weight is None:
         weight = (denoiser.process.num_levels - 1) * log_sigma_slope(denoiser.process, t)
