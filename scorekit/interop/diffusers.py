@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import safe_torch_load
-from ..config import Config, DataConfig, ModelConfig, ProcessConfig, SamplingConfig
+from ..config import Config, DataConfig, ModelConfig, ProcessConfig, SamplingConfig, TrainingConfig
 from ..errors import CheckpointError
 from ..factory import build_net
 from ..images import atomic_write_bytes
@@ -164,6 +164,8 @@ def config_from_diffusers(unet: dict, scheduler: dict, source: str) -> Config:
                           num_res_blocks=unet.get("layers_per_block", 2), attn_resolutions=attn,
                           dropout=float(unet.get("dropout", 0.0)), output=_PREDICTION[pred],
                           variance=_VARIANCE[variance], norm_groups=0 if groups == 32 else groups),
+        # a learned variance is trained with the bound (improved DDPM's hybrid loss), never with L_simple alone
+        training=TrainingConfig(loss="hybrid" if variance == "learned_range" else "mse"),
         sampling=SamplingConfig(clip_denoised=bool(scheduler.get("clip_sample", True))))
 
 
