@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import torch
 
+from .config import CHOICES
 from .processes import DiscreteProcess
 
-T_SAMPLING = ("uniform", "importance")
+T_SAMPLING = CHOICES["training.t_sampling"]
 HISTORY = 10
 UNIFORM_SHARE = 0.001
 
