@@ -44,6 +44,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sampling.schedule": ("auto", "karras", "logsnr", "uniform", "quad"),
 }
 
+# The true bound's per-level terms (DDPM Eq. 5) as a loss: "kl" is DDPM's name, "vlb" improved DDPM's.
+BOUND_LOSSES = ("kl", "vlb")
+
 
 @dataclass
 class DataConfig:

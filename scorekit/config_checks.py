@@ -3,7 +3,7 @@ Every problem is one :class:`~scorekit.config.ConfigError` naming the key and wh
 
 from __future__ import annotations
 
-from .config import CHOICES, Config, ConfigError
+from .config import BOUND_LOSSES, CHOICES, Config, ConfigError
 
 
 def _positive(cfg: Config, keys: list[str], strict: bool = True) -> None:
@@ -110,7 +110,7 @@ def validate(cfg: Config) -> Config:
                           f"(model.arch=unet), got {m.arch}")
     if tc.loss == "likelihood" and m.variance != "fixedlarge":
         raise ConfigError("training.loss: likelihood trains eps only; use model.variance=fixedlarge")
-    if tc.t_sampling == "importance" and tc.loss not in ("kl", "vlb", "likelihood"):
+    if tc.t_sampling == "importance" and tc.loss not in (*BOUND_LOSSES, "likelihood"):
         raise ConfigError(f"training.t_sampling: importance sampling is for the bound (training.loss=vlb, kl or "
                           f"likelihood), got training.loss={tc.loss}")
     return cfg

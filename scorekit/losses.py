@@ -7,12 +7,11 @@ import math
 
 import torch
 
+from .config import BOUND_LOSSES
 from .denoiser import Denoiser, Output
 from .precond import edm_weight
 from .processes.base import expand_like, normal_kl
 from .tsampling import log_sigma_slope
-
-LOSSES = ("mse", "kl", "vlb", "hybrid", "dsm", "edm", "likelihood")
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +84,7 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
     ``aug``: augmentation parameters the network is conditioned on (non-leaky augmentation).
     """
     x_t = denoiser.process.q_sample(x0, t, eps)
-    if loss_type in ("kl", "vlb"):
+    if loss_type in BOUND_LOSSES:
         return vb_terms_bpd(denoiser, x0, x_t, t, raw=None if aug is None else denoiser.raw(x_t, t, y, aug), y=y)[0]
     if loss_type not in ("mse", "hybrid"):
         raise ValueError(f"unknown DDPM loss {loss_type!r}; choose mse, kl (= vlb) or hybrid")

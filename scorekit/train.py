@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config
+from .config import BOUND_LOSSES, Config
 from .data import BatchStream, build_source, micro_batch_slice, preprocess
 from .data.augment import apply as augment_apply
 from .denoiser import Denoiser
@@ -116,7 +116,7 @@ class Trainer:
         self.step = 0
         self._fixed = None
         self.t_sampler = None  # improved DDPM's importance sampling of t for L_vlb
-        if tc.t_sampling == "importance" and tc.loss in ("kl", "vlb"):
+        if tc.t_sampling == "importance" and tc.loss in BOUND_LOSSES:
             self.t_sampler = LossSecondMomentSampler(self.denoiser.process.num_levels)
         self.train_net = self.net
         if tc.compile:
@@ -181,7 +181,9 @@ class Trainer:
         shape = self.denoiser.image_shape
         draws = step_draws(cfg, self.step, shape, self.denoiser.process.num_levels, self.device,
                            self.denoiser.process, self.t_sampler)
-        per_image = torch.zeros(tc.batch_size, dtype=torch.float64, device=self.device)  # unweighted, for t_sampler
+        per_image = None  # the unweighted per-image losses of the global batch, for the importance sampler of t
+        if self.t_sampler is not None:
+            per_image = torch.zeros(tc.batch_size, dtype=torch.float64, device=self.device)
         torch.manual_seed(image_seed(tc.seed, 1_000_003 * self.step + dist.rank))  # dropout
         self.optimizer.zero_grad(set_to_none=True)
         self.train_net.train()
