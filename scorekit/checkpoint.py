@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError
-from .images import fsync_dir
+from .images import atomic_write
 
 FORMAT = "scorekit-checkpoint-1"
 
@@ -96,19 +97,16 @@ def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int, mode
 
 
 def atomic_save_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """safetensors file written atomically: a temporary file beside it, fsync, rename, fsync of the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
-    return path
+    """safetensors file written atomically (see :func:`scorekit.images.atomic_write`): a failure leaves the file
+    that was there intact and raises WriteError."""
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # safetensors reports I/O errors as "... (os error 28)"
+            code = re.search(r"os error (\d+)", str(e))
+            raise (OSError(int(code[1]), os.strerror(int(code[1]))) if code else OSError(str(e))) from None
+
+    return atomic_write(path, write)
 
 
 def _looks_pickled(path: Path) -> bool:

@@ -7,6 +7,7 @@ rejected with a :class:`ConfigError` that names the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -207,6 +208,13 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
+def unknown_key(prefix: str, key: str, valid) -> str:
+    """The message for an unknown configuration key: the closest valid one first, then all of them."""
+    guess = difflib.get_close_matches(str(key), [str(k) for k in valid], n=1, cutoff=0.6)
+    hint = f"did you mean {prefix}{guess[0]}? " if guess else ""
+    return f"unknown key {prefix}{key}; {hint}valid keys here: {', '.join(valid)}"
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
@@ -214,7 +222,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(fields)}")
+        raise ConfigError(unknown_key(prefix, unknown[0], fields))
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
@@ -251,10 +259,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parts = key.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown key {key}; {part!r} is not a section")
+                sections = [k for k, v in node.items() if isinstance(v, dict)]
+                guess = difflib.get_close_matches(part, sections, n=1)
+                hint = f"did you mean {guess[0]!r}? " if guess else ""
+                raise ConfigError(f"unknown key {key}; {part!r} is not a section ({hint}sections: "
+                                  f"{', '.join(sections)})")
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"unknown key {key}; valid keys here: {', '.join(node)}")
+            raise ConfigError(unknown_key(key[:len(key) - len(parts[-1])], parts[-1], node))
         node[parts[-1]] = value
     return data
 
@@ -286,7 +298,7 @@ def preset_dict(name: str) -> dict[str, Any]:
 def _merge(base: dict[str, Any], update: dict[str, Any], prefix: str) -> dict[str, Any]:
     for key, value in update.items():
         if key not in base:
-            raise ConfigError(f"unknown key {prefix}{key}; valid keys here: {', '.join(base)}")
+            raise ConfigError(unknown_key(prefix, key, base))
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{key}: expected a mapping, got {value!r}")

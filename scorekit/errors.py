@@ -15,3 +15,8 @@ class CheckpointError(ScorekitError):
 
 class TrainingError(ScorekitError):
     """Training stopped for a reason the user must act on (e.g. repeated non-finite losses)."""
+
+
+class WriteError(ScorekitError):
+    """A file that could not be written: no space left, a read-only folder, no permission. Nothing that was
+    written before is lost (every write is atomic)."""

@@ -127,11 +127,13 @@ def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: i
     return res
 
 
-def final_report(denoiser: Denoiser, run, dist: Dist | None = None, progress: bool = False) -> dict:
-    """After training: a sample grid, bits/dim (DDPM) and the digits proxy metrics, as the config asks; a
+def final_report(denoiser: Denoiser, run, dist: Dist | None = None, progress: bool = False,
+                 timings: dict | None = None) -> dict:
+    """After training: samples, bits/dim (DDPM) and the digits proxy metrics, as the config asks; a
     class-conditional model draws an equal share of every class at its sampling.guidance, and the proxy
-    also reports the class agreement. Writes ``summary.json`` in the run directory and returns it (on the
-    main process)."""
+    also reports the class agreement. RUN/samples/final holds every image that was scored (the grid shows the
+    first sampling.num_samples). Writes ``summary.json`` in the run directory (with ``timings``, e.g. the
+    training time, and the sampling and bound times) and returns it (on the main process)."""
     import time
 
     from .metrics.proxy import proxy_metrics
@@ -147,11 +149,13 @@ def final_report(denoiser: Denoiser, run, dist: Dist | None = None, progress: bo
         guided = {"labels": labels_for("all", n, cfg.model.num_classes), "guidance": cfg.sampling.guidance}
     images = generate(denoiser, n, seed=cfg.sampling.seed, batch_size=cfg.sampling.batch_size, dist=dist,
                       progress=progress and dist.main, **guided)
-    summary: dict = {"step": getattr(denoiser, "checkpoint_step", None), "sampler": cfg.sampling.sampler}
+    summary: dict = {"step": getattr(denoiser, "checkpoint_step", None), "sampler": cfg.sampling.sampler,
+                     **(timings or {})}
     if guided:
         summary.update(classes="all", guidance=guided["guidance"])
     if dist.main:
-        files = write_samples(run.path / "samples" / "final", images[:cfg.sampling.num_samples])
+        files = write_samples(run.path / "samples" / "final", images, grid_max=cfg.sampling.num_samples)
+        summary["n_samples"] = len(images)
         summary.update(grid=files["grid"], samples=files["npz"])
         if cfg.eval.proxy_samples and cfg.data.dataset == "digits":
             labels = guided["labels"][:cfg.eval.proxy_samples] if guided else None
@@ -177,7 +181,13 @@ def describe(summary: dict) -> list[str]:
         lines.append(f"bits/dim ({b['split']}, {b['n']} images): {b['bpd']:.3f} +- {b['bpd_sem']:.3f}")
     if "proxy" in summary:
         p = summary["proxy"]
-        if p["proxy_fd"] is None:
+        if p["proxy_fd"] is None and p["proxy_is"] is None:
+            from .metrics.min_n import min_n
+            from .metrics.proxy import FEATURE_DIM
+
+            need = max(min_n("proxy_fd", feature_dim=FEATURE_DIM), min_n("proxy_is"))
+            lines.append(f"proxy FD and IS: not reported for {p['n']} samples (they need {need} or more: --n {need})")
+        elif p["proxy_fd"] is None:
             lines.append(f"proxy FD: not reported ({p['too_few_samples']['proxy_fd']})")
         else:
             lines.append(f"proxy FD ({p['n']} samples vs test digits): {p['proxy_fd']:.2f} "
@@ -185,7 +195,8 @@ def describe(summary: dict) -> list[str]:
         if "agreement" in p:
             lines.append(f"class agreement (proxy classifier): {p['agreement']:.3f}")
         if p["proxy_is"] is None:
-            lines.append(f"proxy IS: not reported ({p['too_few_samples']['proxy_is']})")
+            if p["proxy_fd"] is not None:
+                lines.append(f"proxy IS: not reported ({p['too_few_samples']['proxy_is']})")
         else:
             lines.append(f"proxy IS: {p['proxy_is']:.2f} (real digits {p['proxy_is_real']:.2f})")
     if "grid" in summary:

@@ -3,9 +3,11 @@ outputs go (``--out``)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,18 +15,48 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import WriteError
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file in the same folder, which is fsynced, given
+    the mode the umask gives new files (writers such as safetensors create 0600) and renamed over ``path``.
+    A failure (no space left, a read-only folder) leaves ``path`` as it was and no temporary file, and raises
+    :class:`~scorekit.errors.WriteError` naming the path and the cause."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(f"{path}: could not be written ({e.strerror or e})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(folder: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config, ConfigError, from_dict, load_config
 from .denoiser import Denoiser
 from .errors import CheckpointError
@@ -74,6 +74,29 @@ class RunDir:
         atomic_write_bytes(self.metrics_path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 
+def read_checkpoint(path: Path, **options) -> Checkpoint:
+    """:func:`~scorekit.checkpoint.load_checkpoint`, and when the file is damaged (a truncated write, a bad disk)
+    the error says which older checkpoint of the same run is intact and how to go on from it."""
+    try:
+        return load_checkpoint(path, **options)
+    except CheckpointError as e:
+        run = RunDir(path.parent.parent)
+        m = _CKPT.match(path.name)
+        older = [(s, p) for s, p in run.checkpoints() if m and s < int(m.group(1))]
+        for step, candidate in reversed(older):
+            try:
+                load_checkpoint(candidate)
+            except CheckpointError:
+                continue
+            raise CheckpointError(
+                f"{e}; the older checkpoint {candidate} (step {step}) is intact: move the damaged file aside "
+                f"(mv {path} {path}.damaged) and the run continues from step {step} (`scorekit train {run.path}`), "
+                f"or give {candidate} to commands that take a checkpoint") from None
+        if older:
+            raise CheckpointError(f"{e}; the older checkpoints of {run.path} are damaged too") from None
+        raise
+
+
 def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
     """A checkpoint file, or the latest checkpoint of a run directory."""
     path = Path(run_or_checkpoint)
@@ -91,7 +114,7 @@ def config_of(run_or_checkpoint: str | Path) -> Config:
     """The configuration a run's latest checkpoint (or a checkpoint file) was trained with; reads no weights."""
     path = resolve_checkpoint(run_or_checkpoint)
     try:
-        return from_dict(load_checkpoint(path, weights=False).config)
+        return from_dict(read_checkpoint(path, weights=False).config)
     except ConfigError as e:
         raise CheckpointError(f"{path}: the stored configuration is invalid ({e})") from None
 
@@ -103,7 +126,7 @@ def load(run_or_checkpoint: str | Path, *, ema: bool = True, device: str | torch
     when the checkpoint has them. The returned denoiser carries ``config`` and ``checkpoint_step``.
     """
     path = resolve_checkpoint(run_or_checkpoint)
-    ck = load_checkpoint(path, optimizer=False)
+    ck = read_checkpoint(path, optimizer=False)
     try:
         cfg = from_dict(ck.config)
     except ConfigError as e:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import BOUND_LOSSES, Config
 from .data import BatchStream, build_source, micro_batch_slice, preprocess
 from .data.augment import apply as augment_apply
@@ -26,14 +26,14 @@ from .denoiser import Denoiser
 from .dist import Dist
 from .draws import FixedBatches, step_draws
 from .ema import EMA
-from .errors import CheckpointError, DataError, TrainingError
+from .errors import CheckpointError, DataError, TrainingError, WriteError
 from .factory import build_denoiser
 from .images import atomic_write_bytes
 from .losses import ddpm_loss, dsm_loss, edm_loss, likelihood_loss
 from .phema import PowerEMA, save_snapshot
 from .progress import progress
 from .rng import image_seed
-from .run import RunDir, resolve_run
+from .run import RunDir, read_checkpoint, resolve_run
 from .tsampling import LossSecondMomentSampler
 
 
@@ -43,6 +43,7 @@ class TrainResult:
     step: int
     interrupted: bool = False
     summary: dict = field(default_factory=dict)
+    train_seconds: float = 0.0  # the training steps of this invocation (not the sampling and metrics after)
 
 
 def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -131,7 +132,7 @@ class Trainer:
         latest = self.run.latest()
         if latest is None:
             return False
-        ck = load_checkpoint(latest, map_location=self.device)
+        ck = read_checkpoint(latest, map_location=self.device)
         try:
             self.net.load_state_dict(ck.model)
             if self.ema is not None:
@@ -253,6 +254,31 @@ class Trainer:
         start_step = self.step
         bar = progress(total=tc.steps, initial=self.step, desc="train", unit="step", every=tc.log_every,
                        enabled=self.progress and dist.main)
+        t_start = time.perf_counter()
+        try:
+            interrupted = self._loop(batches, source, logger, bar)
+            bar.close()
+            if self.step > start_step:
+                self.save()
+        except WriteError as e:  # a full disk or a read-only folder: stop, and say what is intact
+            bar.close()
+            logger.close()
+            raise TrainingError(f"stopped at step {self.step}: {e}; {self._resume_hint()}") from None
+        logger.close()
+        return TrainResult(run.path, self.step, interrupted=interrupted is not None,
+                           train_seconds=time.perf_counter() - t_start)
+
+    def _resume_hint(self) -> str:
+        latest = self.run.latest()
+        if latest is None:
+            return "no checkpoint was written yet"
+        return (f"the checkpoint of step {self.run.checkpoints()[-1][0]} ({latest}) is intact; once there is space "
+                f"(or the folder is writable again) `scorekit train {self.run.path}` resumes from it exactly")
+
+    def _loop(self, batches, source, logger, bar) -> str | None:
+        """The optimizer steps up to training.steps; returns the name of the signal that stopped it, if any."""
+        cfg, dist, run = self.cfg, self.dist, self.run
+        tc = cfg.training
         nonfinite_run, window, t_last, seen_last = 0, [], time.perf_counter(), self.step
         interrupted = None
         with _StopFlag() as stop:
@@ -288,11 +314,7 @@ class Trainer:
                 if dist.any(stop.raised is not None):
                     interrupted = stop.raised or "signal"
                     break
-        bar.close()
-        if self.step > start_step:
-            self.save()
-        logger.close()
-        return TrainResult(run.path, self.step, interrupted=interrupted is not None)
+        return interrupted
 
     def eval_denoiser(self) -> Denoiser:
         """The EMA weights (what the papers sample with) as a denoiser."""
@@ -326,8 +348,11 @@ class _Logger:
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps({"step": step, **values}) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps({"step": step, **values}) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise WriteError(f"{self.run.metrics_path}: could not be written ({e.strerror or e})") from None
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):
@@ -337,8 +362,9 @@ class _Logger:
         self.log(step, {"event": "nonfinite_skipped", **values})
 
     def close(self) -> None:
-        if self.enabled:
-            self.file.close()
+        if self.enabled and not self.file.closed:
+            with contextlib.suppress(OSError):  # lines that cannot be flushed are logged again after a resume
+                self.file.close()
             if self.tb is not None:
                 self.tb.close()
 
@@ -368,6 +394,7 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
     dist.barrier()
     trainer = Trainer(cfg, run.path, dist, progress=progress)
     resumed = trainer.resume()
+    start_step = trainer.step
     if dist.main:
         run.truncate_metrics(trainer.step)  # lines logged after the checkpoint (all of them when starting afresh)
         if resumed:
@@ -383,5 +410,7 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
 
         denoiser = trainer.eval_denoiser()
         denoiser.checkpoint_step = trainer.step
-        result.summary = final_report(denoiser, run, dist, progress=progress)
+        result.summary = final_report(denoiser, run, dist, progress=progress,
+                                      timings={"train_s": round(result.train_seconds, 1),
+                                               "trained_steps": result.step - start_step})
     return result

@@ -336,6 +336,9 @@ def test_a_browser_completes_a_study_with_the_keyboard(tmp_path):
         wait = WebDriverWait(browser, 15)
         browser.get(f"{base}/r/{tokens[0]}")
         wait.until(ec.visibility_of_element_located((By.ID, "intro")))
+        intro = browser.find_element(By.ID, "progress").text  # the tutorial has not started yet
+        assert intro == "Ahead: a tutorial of 2 images, then 4 images", intro
+        browser.save_screenshot(str(artifacts / "hype_intro.png"))
         body = browser.find_element(By.TAG_NAME, "body")
         body.send_keys(" ")
         pressed = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import inspect
 import os
 import sys
 import tempfile
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     common = common_options()
     for name, help_text, add_args, func in COMMANDS:
-        p = sub.add_parser(name, help=help_text, description=(func.__doc__ or help_text).strip(), parents=[common],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=inspect.cleandoc(func.__doc__ or help_text),
+                           parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
         add_args(p)
         p.set_defaults(func=func)
     return parser

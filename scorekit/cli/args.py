@@ -135,3 +135,18 @@ def class_spec(text: str) -> str | list[int]:
     if not classes or min(classes) < 0 or max(classes) > 100_000:
         raise argparse.ArgumentTypeError(f"expected all or class indices >= 0, got {text!r}")
     return classes
+
+
+DEVICE_HELP = "cpu, cuda, cuda:1, mps (default: cuda if available)"
+BATCH_HELP = "images per network batch; the results do not depend on it (default %(default)s)"
+SEED_HELP = "random seed; image i uses (seed, i) (default %(default)s)"
+NO_EMA_HELP = "use the raw weights instead of the EMA weights"
+
+
+def add_meter_args(p) -> None:
+    """--extractor / --inception-weights of the commands that measure FD (tune-schedule, ema, study)."""
+    p.add_argument("--extractor", default="auto", choices=("auto", "inception", "digits-proxy"),
+                   help="features for FD (auto: the digits proxy for 8x8 grey images, else Inception)")
+    p.add_argument("--inception-weights", type=existing_file, metavar="PATH",
+                   help="local pt_inception-2015-12-05-6726825d.pth (or $SCOREKIT_INCEPTION_WEIGHTS); needed for "
+                        "Inception features")

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from .args import Number, device
+from .args import DEVICE_HELP, Number, device
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
@@ -65,7 +65,7 @@ def _classifier_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the classifier's run directory")
     p.add_argument("--steps", type=Number(int, 1, 10_000_000), default=1500, help="training steps (1500)")
     p.add_argument("--ch", type=Number(int, 4, 1024), default=32, help="base channels of the encoder (32)")
-    p.add_argument("--device", type=device)
+    p.add_argument("--device", type=device, help=DEVICE_HELP)
 
 
 COMMANDS = [("classifier", "train a noise-conditional classifier for classifier guidance", _classifier_args,

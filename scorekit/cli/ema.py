@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import MAX_COUNT, Number, device, existing_file
+from .args import DEVICE_HELP, MAX_COUNT, Number, add_meter_args, device
 
 
 def cmd_ema(args: argparse.Namespace) -> int:
@@ -81,9 +81,8 @@ def _ema_args(p: argparse.ArgumentParser) -> None:
                    "(default 0.01,0.02,0.03,0.04,0.05,0.075,0.1,0.13,0.16,0.2,0.25)")
     p.add_argument("--n", type=Number(int, 1, MAX_COUNT), default=2000, help="samples per point (2000)")
     p.add_argument("--seeds", type=Number(int, 1, 100), default=1, help="sample seeds per point (1)")
-    p.add_argument("--extractor", default="auto", choices=("auto", "inception", "digits-proxy"))
-    p.add_argument("--inception-weights", type=existing_file, metavar="PATH")
-    p.add_argument("--device", type=device)
+    add_meter_args(p)
+    p.add_argument("--device", type=device, help=DEVICE_HELP)
 
 
 COMMANDS = [("ema", "post-hoc EMA: reconstruct any EMA length from a run's snapshots, or sweep FD over it",

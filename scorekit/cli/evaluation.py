@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import ScorekitError
 from ..metrics.extractors import EXTRACTORS
-from .args import COUNT, SEED, Number, choice_list, device, existing_file, out_paths
+from .args import COUNT, NO_EMA_HELP, SEED, SEED_HELP, Number, choice_list, device, existing_file, out_paths
 from .running import add_sampler_args, check_steps, guidance_kwargs
 
 RESOLUTION = Number(int, 1, 4096)
@@ -63,7 +63,7 @@ def _fid_ref_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA", help="digits, a preset/config, a CIFAR-10 folder, a folder or a zip")
     p.add_argument("--out", required=True, metavar="FILE.npz|DIR",
                    help="the statistics file, or a folder for stats.npz")
-    p.add_argument("--split", default="train", choices=("train", "test"))
+    p.add_argument("--split", default="train", choices=("train", "test"), help="data split (default train)")
     p.add_argument("--n", type=Number(int, 0, 10_000_000, zero_means="all"), default=0,
                    help="use the first N images (default 0: all)")
     p.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
@@ -159,13 +159,14 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    "the digits training split)")
     p.add_argument("--ref-split", default="train", choices=("train", "test"),
                    help="split of DATA used as the reference (default train)")
-    p.add_argument("--checkpoints", default="latest", choices=["latest", "all"])
+    p.add_argument("--checkpoints", default="latest", choices=["latest", "all"],
+                   help="latest, or all: every checkpoint of the run (the papers' checkpoint selection; CSV and plot)")
     add_sampler_args(p)
     p.add_argument("--is-splits", type=Number(int, 1, 1000), default=10,
                    help="Inception Score splits (1 reproduces DDPM's number)")
-    p.add_argument("--out", metavar="DIR|FILE.json")
+    p.add_argument("--out", metavar="DIR|FILE.json", help="where the protocol JSON goes (default RUN/eval)")
     p.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--no-ema", action="store_true", help=NO_EMA_HELP)
     p.add_argument("--bf16", action="store_true", help="the network under bf16 autocast (CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA graphs on CUDA)")
     p.add_argument("--per-class", action="store_true",
@@ -259,7 +260,7 @@ def _neighbours_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="training data: digits, a preset/config, a folder, ...")
     p.add_argument("--n", type=Number(int, 1, 1024), default=16, help="number of samples (rows, default 16)")
     p.add_argument("--k", type=Number(int, 1, 100), default=5, help="neighbours per sample")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
     p.add_argument("--out", metavar="DIR|FILE.png", help="default: next to RUN / SAMPLES.npz")
     p.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     _extractor_args(p, extra=("none",))
@@ -314,14 +315,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def _interpolate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN")
+    p.add_argument("run", metavar="RUN", help="run directory (its latest checkpoint) or a checkpoint file")
     p.add_argument("--pair", type=Number(int, 0, 10_000_000), nargs=2, default=[0, 1],
                    help="indices of the two test images (DDPM)")
     p.add_argument("--t", type=Number(int, 0, 1_000_000), nargs="*",
                    help="code-index steps to encode to (DDPM; default T/4, T/2, 3T/4, T)")
     p.add_argument("--lambdas", type=Number(int, 2, 101), default=11, help="points from one end to the other")
     p.add_argument("--rows", type=Number(int, 1, 64), default=4, help="rows (NCSN)")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
     p.add_argument("--out", metavar="DIR|FILE.png", help="default: RUN/interpolation.png")
     p.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
 
@@ -365,13 +366,13 @@ def cmd_progressive(args: argparse.Namespace) -> int:
 
 
 def _progressive_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN")
+    p.add_argument("run", metavar="RUN", help="run directory (its latest checkpoint) or a checkpoint file")
     p.add_argument("--n", type=Number(int, 1, 256), default=8, help="samples (rows)")
     p.add_argument("--snapshots", type=Number(int, 2, 1000), default=10, help="x0 predictions per row")
     p.add_argument("--rd-images", type=Number(int, 0, 100_000, zero_means="skip"), default=100,
                    help="images for the rate-distortion curve (0: skip)")
-    p.add_argument("--split", default="test", choices=("train", "test"))
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--split", default="test", choices=("train", "test"), help="data split (default test)")
+    p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
     p.add_argument("--out", metavar="DIR|FILE.png", help="default: RUN/progressive/")
     p.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
 
 from ..errors import ScorekitError
-from .args import SEED, Number, device, existing_path, real
+from .args import DEVICE_HELP, NO_EMA_HELP, SEED, Number, device, existing_path, real
 from .running import add_sampler_args, guidance_kwargs, sampler_options
 
 PER_RATER_DEFAULT, N_DEFAULT = 100, 2000
@@ -64,7 +65,7 @@ def cmd_create(args: argparse.Namespace) -> int:
                 "sample_seed": args.seed}
     data = data_config(args.data, resolution=shape[1], channels=shape[0])
     source = build_source(data, args.split)
-    n_real = args.n_real if args.n_real else min(N_DEFAULT, len(source) - half_t)
+    n_real = args.n_real if args.n_real else min(n_fake, len(source) - half_t)  # a balanced pool by default
     if n_real + half_t > len(source):
         raise ScorekitError(f"--n-real {n_real}: {args.data} ({args.split}) holds {len(source)} images, of which "
                             f"{half_t} go to the tutorial; use --n-real {len(source) - half_t} or fewer")
@@ -98,16 +99,16 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="where the real images come from: digits, a preset, a folder, ...")
     p.add_argument("--out", required=True, metavar="STUDY", help="the new study folder")
     p.add_argument("--n-fake", type=Number(int, 2, 1_000_000), default=N_DEFAULT, help="fake images (default 2000)")
-    p.add_argument("--n-real", type=Number(int, 0, 1_000_000, zero_means="min(2000, the split)"), default=0,
-                   help="real images (default: 2000 or the whole split if smaller)")
+    p.add_argument("--n-real", type=Number(int, 0, 1_000_000, zero_means="as many as --n-fake"), default=0,
+                   help="real images (default: as many as --n-fake, or the whole split if smaller)")
     p.add_argument("--per-rater", type=Number(int, 2, 100_000), default=PER_RATER_DEFAULT,
                    help="images each rater judges, half real and half fake (default 100)")
     p.add_argument("--tutorial", type=Number(int, 0, 1000), default=10, help="tutorial images with feedback (10)")
     p.add_argument("--raters", type=Number(int, 0, 100_000), default=20, help="rater tokens to create (default 20)")
     p.add_argument("--split", default="train", choices=("train", "test"), help="split of DATA (default train)")
     add_sampler_args(p)
-    p.add_argument("--device", type=device)
-    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--device", type=device, help=DEVICE_HELP)
+    p.add_argument("--no-ema", action="store_true", help=NO_EMA_HELP)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -121,13 +122,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tokens = raters(conn)
     conn.close()
     try:
-        server = make_server(args.study, args.host, args.port, verbose=args.verbose)
+        server = make_server(args.study, args.host, args.port, verbose=args.verbose, timeout=args.timeout,
+                             max_connections=args.max_connections)
     except OSError as e:
         raise ScorekitError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({e.strerror})") from None
     host, port = server.server_address[:2]
     print(f"serving {args.study} on http://{host}:{port}/ ({len(tokens)} raters); Ctrl-C stops", flush=True)
     for r in tokens:
-        print(f"  {r['label']}: http://{host}:{port}/r/{r['token']}  ({r['answered']}/{r['assigned'] or '-'})")
+        print(f"  {r['label']}: http://{host}:{port}/r/{r['token']}  ({_progress(r)})")
     sys.stdout.flush()
     try:
         server.serve_forever()
@@ -139,10 +141,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(rater: dict) -> str:
+    """A rater's progress in words: answers given out of the images assigned (tutorial included)."""
+    if not rater["assigned"]:
+        return "not started"
+    return f"{rater['answered']} of {rater['assigned']} answered"
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", metavar="STUDY", type=existing_path)
+    from ..hype.server import MAX_CONNECTIONS, TIMEOUT
+
+    p.add_argument("study", metavar="STUDY", type=existing_path, help="the study folder made by `hype create`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=Number(int, 0, 65535, zero_means="any free port"), default=8000)
+    p.add_argument("--port", type=Number(int, 0, 65535, zero_means="any free port"), default=8000,
+                   help="port to listen on (default 8000; 0: any free port)")
+    p.add_argument("--timeout", type=real(0.1, 600), default=TIMEOUT, metavar="SECONDS",
+                   help=f"a client must send each header line, and its whole body, within this (default {TIMEOUT:g}); "
+                        "a slower one gets 408 and is closed")
+    p.add_argument("--max-connections", type=Number(int, 1, 1024), default=MAX_CONNECTIONS, metavar="N",
+                   help=f"connections served at once (default {MAX_CONNECTIONS}); more wait their turn")
     p.add_argument("--verbose", action="store_true", help="log every request")
 
 
@@ -154,13 +171,13 @@ def cmd_raters(args: argparse.Namespace) -> int:
     if args.add:
         add_raters(conn, args.add)
     for r in raters(conn):
-        print(f"{r['label']}\t/r/{r['token']}\t{r['answered']}/{r['assigned'] or '-'} answered")
+        print(f"{r['label']}\t/r/{r['token']}\t{_progress(r)}")
     conn.close()
     return 0
 
 
 def _raters_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", metavar="STUDY", type=existing_path)
+    p.add_argument("study", metavar="STUDY", type=existing_path, help="the study folder made by `hype create`")
     p.add_argument("--add", type=Number(int, 0, 100_000), default=0, help="create this many new rater tokens")
 
 
@@ -194,12 +211,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", metavar="STUDY", type=existing_path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("study", metavar="STUDY", type=existing_path, help="the study folder made by `hype create`")
+    p.add_argument("--json", action="store_true", help="print report.json instead of the table")
     p.add_argument("--threshold", type=real(0, 1), default=0.5,
                    help="exclude raters whose tutorial accuracy is below this (default 0.5)")
     p.add_argument("--bootstrap", type=Number(int, 100, 1_000_000), default=2000, help="replicates (default 2000)")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--model", help="the model's name in the table (default: the run's folder name)")
 
 
@@ -229,7 +246,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", metavar="STUDY", type=existing_path)
+    p.add_argument("study", metavar="STUDY", type=existing_path, help="the study folder made by `hype create`")
     p.add_argument("--csv", action="store_true", required=True, help="CSV (the only format)")
     p.add_argument("--out", metavar="FILE.csv", help="default: stdout")
 
@@ -254,7 +271,7 @@ def _hype_args(p: argparse.ArgumentParser) -> None:
 
     sub = p.add_subparsers(dest="hype_command", metavar="SUBCOMMAND", required=True, parser_class=type(p))
     for name, help_text, add_args, func in SUBCOMMANDS:
-        sp = sub.add_parser(name, help=help_text, description=(func.__doc__ or help_text).strip(),
+        sp = sub.add_parser(name, help=help_text, description=inspect.cleandoc(func.__doc__ or help_text),
                             parents=[common_options()], formatter_class=argparse.RawDescriptionHelpFormatter)
         add_args(sp)
         sp.set_defaults(hype_func=func)

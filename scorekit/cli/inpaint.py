@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ScorekitError
-from .args import BATCH, SEED, STEPS_OR_DEFAULT, Number, device, out_paths
+from .args import BATCH, BATCH_HELP, NO_EMA_HELP, SEED, SEED_HELP, STEPS_OR_DEFAULT, Number, device, out_paths
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
@@ -91,11 +91,11 @@ def _inpaint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jumps", type=Number(int, 0, 100), default=0, help="RePaint resamplings per jump (replace)")
     p.add_argument("--jump-length", type=Number(int, 1, 1000), default=10, help="RePaint's jump length (replace)")
     p.add_argument("--steps", type=STEPS_OR_DEFAULT, default=0, help="respaced reverse steps (replace; 0: all)")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--batch-size", type=BATCH, default=256)
+    p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
+    p.add_argument("--batch-size", type=BATCH, default=256, help=BATCH_HELP)
     p.add_argument("--out", metavar="DIR|FILE.png", help="default: RUN/inpaint.png")
     p.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--no-ema", action="store_true", help=NO_EMA_HELP)
 
 
 COMMANDS = [("inpaint", "fill in masked pixels of real images (NCSN Langevin, DDPM replacement / RePaint)",

@@ -44,8 +44,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _convert_args(p: argparse.ArgumentParser) -> None:
     from ..config import preset_names
 
-    p.add_argument("format", choices=["diffusers", "pytorch-diffusion", "ncsnv2"])
-    p.add_argument("source", metavar="DIR|CKPT", type=existing_path)
+    p.add_argument("format", choices=["diffusers", "pytorch-diffusion", "ncsnv2"],
+                   help="diffusers: a DDPMPipeline folder; pytorch-diffusion / ncsnv2: the authors' checkpoint file")
+    p.add_argument("source", metavar="DIR|CKPT", type=existing_path, help="the folder or checkpoint to import")
     p.add_argument("--out", required=True, metavar="RUN", help="new run directory")
     p.add_argument("--preset", choices=preset_names(), metavar="PRESET",
                    help="the preset the checkpoint was trained with (authors' formats; see `scorekit presets`)")
@@ -67,10 +68,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("format", choices=["diffusers"])
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("format", choices=["diffusers"], help="diffusers: a folder DDPMPipeline.from_pretrained loads")
+    p.add_argument("run", metavar="RUN", help="a DDPM run directory (its latest checkpoint) or a checkpoint file")
+    p.add_argument("--out", required=True, metavar="DIR", help="the new folder (model_index.json, unet/, scheduler/)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
 
 
 COMMANDS = [

@@ -72,7 +72,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=Number(int, 0, 10_000_000, zero_means="all"), default=0,
                    help="use the first N images only (default 0: all)")
     p.add_argument("--write", metavar="OUT.yaml", help="write DATA's config with the planned values")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
@@ -122,7 +122,7 @@ def _toy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=Number(int, 1, 1_000_000), default=2000, help="number of samples")
     p.add_argument("--steps", type=Number(int, 10, 1_000_000), default=1000,
                    help="Langevin steps (annealed: split over 10 levels)")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     p.add_argument("--denoise", action="store_true", help="also show NCSNv2's final denoising step applied")
     p.add_argument("--out", default="toy", metavar="DIR|FILE.png", help="output folder (default ./toy) or figure")
 

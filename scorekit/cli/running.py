@@ -9,21 +9,24 @@ from pathlib import Path
 
 from ..config import CHOICES
 from ..errors import ScorekitError
+from ..images import atomic_write_bytes
 from .args import (
     BATCH,
+    BATCH_HELP,
     COUNT,
     SEED,
     STEPS_OR_DEFAULT,
     Number,
+    add_meter_args,
     class_spec,
     device,
-    existing_file,
     existing_path,
     out_paths,
     real,
 )
 
 SAMPLER_NAMES = CHOICES["sampling.sampler"]
+DEFAULT_N, DIGITS_N = 64, 256  # `scorekit sample`'s default number of images; on a digits run
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -41,13 +44,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..evaluate import describe
     from ..train import train_run
 
-    t0 = time.perf_counter()
     result = train_run(args.config, args.out, args.overrides, device=args.device, progress=not args.no_progress,
                        evaluate=not args.no_eval)
     if result.summary:
-        print(f"trained {result.run} to step {result.step} in {time.perf_counter() - t0:.0f} s")
-        for line in describe(result.summary):
+        s = result.summary
+        times = [f"training {s['train_s']:.0f} s ({s['trained_steps']} steps)", f"sampling {s['sampling_s']:.0f} s"]
+        if "bpd_s" in s:
+            times.append(f"bound {s['bpd_s']:.0f} s")
+        print(f"trained {result.run} to step {result.step}: {', '.join(times)}")
+        for line in describe(s):
             print(line)
+    elif not result.interrupted:
+        print(f"trained {result.run} to step {result.step} in {result.train_seconds:.0f} s (no evaluation: --no-eval)")
     return 0
 
 
@@ -93,6 +101,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     denoiser = _load(args)
     cfg = denoiser.config
+    digits = cfg.data.dataset == "digits" and cfg.data.resolution == 8 and cfg.data.channels == 1
+    if args.n is None:  # on the digits, enough samples for the proxy FD and IS; elsewhere a quick look
+        args.n = max(cfg.eval.proxy_samples, DIGITS_N) if digits else DEFAULT_N
     sampler = args.sampler or cfg.sampling.sampler
     check_steps(denoiser, sampler, args.steps)
     paths = out_paths(args.out, Path(args.run) / "samples" / f"seed{args.seed}", "grid.png")
@@ -109,10 +120,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         summary.update(classes=guided["labels"].tolist(), guidance=guided["guidance"],
                        classifier=str(args.classifier) if args.classifier else None,
                        classifier_scale=guided["classifier_scale"])
-    if cfg.data.dataset == "digits" and cfg.data.resolution == 8 and cfg.data.channels == 1:
+    if digits:
         summary["proxy"] = proxy_metrics(images)
-    paths.companion("summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{args.n} samples in {summary['seconds']} s -> {paths.folder}")
+    atomic_write_bytes(paths.companion("summary.json"), (json.dumps(summary, indent=2) + "\n").encode())
+    print(f"{args.n} samples in {summary['seconds']} s: grid {paths.main}, images {paths.companion('images')}/, "
+          f"{paths.companion('samples.npz')}")
     for line in describe(summary):
         print(line)
     return 0
@@ -169,7 +181,7 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=CHOICES["sampling.schedule"],
                    help="time-step schedule (default: the run's; auto = one searched by tune-schedule, if any)")
     p.add_argument("--seed", type=SEED, default=0, help="base seed; image i uses (seed, i)")
-    p.add_argument("--batch-size", type=BATCH, default=256)
+    p.add_argument("--batch-size", type=BATCH, default=256, help=BATCH_HELP)
     p.add_argument("--class", dest="klass", type=class_spec, metavar="C[,C...]|all",
                    help="draw these classes (a list repeats; all: an equal share of each)")
     p.add_argument("--guidance", type=real(0, 100), metavar="S",
@@ -181,7 +193,9 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
     _common_run_args(p)
-    p.add_argument("--n", "--num-samples", dest="n", type=COUNT, default=64, help="number of images (default 64)")
+    p.add_argument("--n", "--num-samples", dest="n", type=COUNT, default=None,
+                   help=f"number of images (default {DEFAULT_N}; on a digits run {DIGITS_N}, or the run's "
+                        "eval.proxy_samples if more: enough for the proxy FD and IS)")
     add_sampler_args(p)
     p.add_argument("--out", metavar="DIR|FILE.png", help="output folder (default RUN/samples/seed<S>) or grid file")
     p.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (CUDA)")
@@ -252,15 +266,16 @@ def _bpd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=("train", "test"), help="data split (default test)")
     p.add_argument("--n", type=Number(int, 0, 10_000_000, zero_means="the whole split"), default=0,
                    help="number of images (default 0: the whole split)")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--batch-size", type=BATCH, default=100)
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the noise the bound is estimated with; image i "
+                   "uses (seed, i) (default 0)")
+    p.add_argument("--batch-size", type=BATCH, default=100, help=BATCH_HELP)
     p.add_argument("--method", default="vlb", choices=["vlb", "ode"], help="variational bound (DDPM) or ODE")
     p.add_argument("--trace", default="hutchinson", choices=["hutchinson", "exact"], help="ODE divergence")
     p.add_argument("--rtol", type=real(0, 1, open_lo=True), default=1e-5, help="ODE solver tolerances (default 1e-5)")
-    p.add_argument("--atol", type=real(0, 1, open_lo=True), default=1e-5)
+    p.add_argument("--atol", type=real(0, 1, open_lo=True), default=1e-5, help="absolute tolerance (default 1e-5)")
     p.add_argument("--codec", action="store_true", help="also compress the same images with scorekit compress "
                    "(bits-back ANS) and print the measured codelength beside the bound")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 COMMANDS = [
@@ -308,9 +323,8 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=Number(int, 2, 1000), required=True, help="the budget the schedule is for")
     p.add_argument("--n", type=Number(int, 128, 100_000), default=256, help="samples per evaluation (256)")
     p.add_argument("--rounds", type=Number(int, 0, 10), default=2, help="rounds of one-level moves (2)")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--extractor", default="auto", choices=("auto", "inception", "digits-proxy"))
-    p.add_argument("--inception-weights", type=existing_file, metavar="PATH")
+    p.add_argument("--seed", type=SEED, default=0, help="the seed of the search's samples (default 0)")
+    add_meter_args(p)
 
 
 COMMANDS.append(("tune-schedule", "search a time-step schedule for a run, sampler and step budget", _tune_args,

@@ -7,7 +7,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from .args import SEED, Number, device, existing_file
+from ..studies import STUDIES
+from .args import DEVICE_HELP, SEED, Number, add_meter_args, device
+
+STUDY_NAMES = list(STUDIES)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -30,7 +33,6 @@ def cmd_study(args: argparse.Namespace) -> int:
     --base ncsnv2-cifar10 data.path=/data/cifar-10-batches-py (Inception FID: --inception-weights).
     """
     from ..config import load_config
-    from ..studies import STUDIES
     from ..studies.runner import Context
 
     module = STUDIES[args.name]
@@ -58,8 +60,6 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
-    from ..studies import STUDIES
-
     p.add_argument("name", choices=list(STUDIES), metavar="NAME", help=", ".join(STUDIES))
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides of the base preset")
     p.add_argument("--out", required=True, metavar="DIR", help="the study folder (re-running resumes it)")
@@ -69,10 +69,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=Number(int, 2, 1_000_000), default=500, help="samples per FD measurement (500)")
     p.add_argument("--checkpoints", type=Number(int, 1, 100), default=5, help="checkpoints measured per run (5)")
     p.add_argument("--seed", type=SEED, default=0, help="the sampling seed")
-    p.add_argument("--device", type=device)
-    p.add_argument("--extractor", default="auto", choices=("auto", "inception", "digits-proxy"))
-    p.add_argument("--inception-weights", type=existing_file, metavar="PATH")
+    p.add_argument("--device", type=device, help=DEVICE_HELP)
+    add_meter_args(p)
 
 
-COMMANDS = [("study", "the papers' experiments (technique ablation, EMA, memorisation, DDPM objectives)",
-             _study_args, cmd_study)]
+COMMANDS = [("study", f"the papers' experiments and later ones: {', '.join(STUDY_NAMES)}", _study_args, cmd_study)]

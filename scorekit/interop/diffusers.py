@@ -15,9 +15,9 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..checkpoint import safe_torch_load
+from ..checkpoint import atomic_save_file, safe_torch_load
 from ..config import Config, DataConfig, ModelConfig, ProcessConfig, SamplingConfig, TrainingConfig
 from ..errors import CheckpointError
 from ..factory import build_net
@@ -259,7 +259,8 @@ def export_diffusers(denoiser, out: str | Path) -> Path:
                                if not k.startswith("map_augment.")}, cfg)
     (out / "unet").mkdir(parents=True, exist_ok=True)
     (out / "scheduler").mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    atomic_save_file(out / "unet" / "diffusion_pytorch_model.safetensors",
+                     {k: v.contiguous() for k, v in state.items()}, {"format": "pt"})
     for path, doc in ((out / "unet" / "config.json", unet), (out / "scheduler" / "scheduler_config.json", sched),
                       (out / "model_index.json", index)):
         atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())

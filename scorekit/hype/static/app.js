@@ -39,7 +39,11 @@ function render(s, fromAnswer) {
     $("between-text").textContent = `Tutorial finished: ${s.tutorial_correct} of ${s.tutorial_total} correct.`;
     return show("between");
   }
-  if (view === "" && s.answered === 0) return show("intro");
+  if (view === "" && s.answered === 0) {
+    const tutorial = s.tutorial_total ? `a tutorial of ${s.tutorial_total} images, then ` : "";
+    $("progress").textContent = `Ahead: ${tutorial}${s.test_total} images`;
+    return show("intro");
+  }
   showTrial(s);
 }
 
