@@ -102,12 +102,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--raters", type=int, default=50, help="raters answering at once (default 50)")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    ap.add_argument("--max-connections", type=int, help="the server's --max-connections (default: its own)")
     ap.add_argument("--out", default="benchmarks/results/hype_load.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         study = Path(tmp) / "study"
         tokens = make_study(study, n=1000, per_rater=1000, raters=args.raters)
-        proc = subprocess.Popen([sys.executable, "-m", "scorekit", "hype", "serve", str(study), "--port", "0"],
+        extra = ["--max-connections", str(args.max_connections)] if args.max_connections else []
+        proc = subprocess.Popen([sys.executable, "-m", "scorekit", "hype", "serve", str(study), "--port", "0", *extra],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
         line = proc.stdout.readline()
@@ -121,7 +123,7 @@ def main() -> None:
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         _, server_log = proc.communicate(timeout=30)
         conn = connect(study)
         stored = {(r["token"], r["image_id"]): r["answer"] for r in judgments(conn)}
@@ -131,7 +133,7 @@ def main() -> None:
     errors = [e for m in log.values() for e in m["errors"]]
     result = {
         "environment": environment(torch.device("cpu")),
-        "raters": args.raters, "duration_s": round(elapsed, 1),
+        "raters": args.raters, "duration_s": round(elapsed, 1), "server_max_connections": args.max_connections,
         "requests": sum(m["requests"] for m in log.values()), "answers_acknowledged": len(acked),
         "answers_per_s": round(len(acked) / elapsed, 1),
         "requests_per_s": round(sum(m["requests"] for m in log.values()) / elapsed, 1),

@@ -22,7 +22,7 @@ def _serve(study, *options):
 
 
 def _stop(proc) -> tuple[str, str]:
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     try:
         out, err = proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:

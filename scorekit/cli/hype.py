@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def _create_args(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the study to raters: each opens http://HOST:PORT/r/TOKEN (`scorekit hype raters STUDY` lists
     the links). Every answer is committed before it is acknowledged; stop with Ctrl-C and start again at
-    any time, raters continue where they were. Binds to localhost unless --host says otherwise."""
+    any time, raters continue where they were (SIGTERM stops it like Ctrl-C). Binds to localhost unless --host
+    says otherwise. Each request must arrive within --timeout seconds of its connection (408 otherwise) and at
+    most --max-connections are served at once, so stalled or hostile clients cannot hold it up."""
     from ..hype.server import make_server
     from ..hype.study import connect, raters
 
@@ -131,6 +134,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for r in tokens:
         print(f"  {r['label']}: http://{host}:{port}/r/{r['token']}  ({_progress(r)})")
     sys.stdout.flush()
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a service manager's (and a test's) way of saying Ctrl-C
     try:
         server.serve_forever()
     except KeyboardInterrupt:

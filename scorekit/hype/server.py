@@ -35,7 +35,7 @@ from .study import connect
 
 MAX_BODY = 4096
 TIMEOUT = 5.0  # seconds: each read of a request line or header, and the whole body
-MAX_CONNECTIONS = 32  # connections served at once (one thread each)
+MAX_CONNECTIONS = 8  # connections served at once (one worker thread each; more only contend for the GIL)
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 _TOKEN = r"[A-Za-z0-9_-]{8,64}"
 _ID = r"[0-9a-f]{16}"

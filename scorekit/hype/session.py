@@ -12,7 +12,7 @@ import random
 import sqlite3
 import time
 
-from .study import protocol
+from .study import protocol, write_transaction
 
 
 class SessionError(Exception):
@@ -31,8 +31,7 @@ def _rater(conn: sqlite3.Connection, token: str) -> None:
 def _assign(conn: sqlite3.Connection, token: str) -> None:
     """Give ``token`` its tutorial and test images, once (inside one write transaction)."""
     proto = protocol(conn)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         if conn.execute("SELECT 1 FROM assignments WHERE token = ? LIMIT 1", (token,)).fetchone() is None:
             rng = random.Random(f"{proto.get('seed', 0)}:{token}")
             tutorial = [r["id"] for r in conn.execute("SELECT id FROM images WHERE phase = 'tutorial' ORDER BY id")]
@@ -49,10 +48,6 @@ def _assign(conn: sqlite3.Connection, token: str) -> None:
             rows = [(token, i, image_id, "tutorial") for i, image_id in enumerate(tutorial)]
             rows += [(token, len(tutorial) + i, image_id, "test") for i, image_id in enumerate(test)]
             conn.executemany("INSERT INTO assignments (token, position, image_id, phase) VALUES (?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def state(conn: sqlite3.Connection, token: str) -> dict:
@@ -60,15 +55,19 @@ def state(conn: sqlite3.Connection, token: str) -> dict:
     _rater(conn, token)
     if conn.execute("SELECT 1 FROM assignments WHERE token = ? LIMIT 1", (token,)).fetchone() is None:
         _assign(conn, token)
-    rows = conn.execute("""
-        SELECT s.position, s.image_id, s.phase, a.correct FROM assignments s
+    counts = {r["phase"]: r for r in conn.execute("""
+        SELECT s.phase, COUNT(*) AS total, COUNT(a.token) AS answered, COALESCE(SUM(a.correct), 0) AS correct
+        FROM assignments s LEFT JOIN answers a ON a.token = s.token AND a.image_id = s.image_id
+        WHERE s.token = ? GROUP BY s.phase""", (token,))}
+    nxt = conn.execute("""
+        SELECT s.position, s.image_id, s.phase FROM assignments s
         LEFT JOIN answers a ON a.token = s.token AND a.image_id = s.image_id
-        WHERE s.token = ? ORDER BY s.position""", (token,)).fetchall()
-    n_tutorial = sum(r["phase"] == "tutorial" for r in rows)
-    tutorial_correct = sum(r["correct"] or 0 for r in rows if r["phase"] == "tutorial")
-    nxt = next((r for r in rows if r["correct"] is None), None)
-    out = {"tutorial_total": n_tutorial, "tutorial_correct": tutorial_correct, "test_total": len(rows) - n_tutorial,
-           "answered": sum(r["correct"] is not None for r in rows), "total": len(rows)}
+        WHERE s.token = ? AND a.token IS NULL ORDER BY s.position LIMIT 1""", (token,)).fetchone()
+    tut, test = counts.get("tutorial"), counts.get("test")
+    n_tutorial = tut["total"] if tut else 0
+    out = {"tutorial_total": n_tutorial, "tutorial_correct": tut["correct"] if tut else 0,
+           "test_total": test["total"] if test else 0,
+           "answered": sum(r["answered"] for r in counts.values()), "total": sum(r["total"] for r in counts.values())}
     if nxt is None:
         return {**out, "phase": "done", "image": None}
     in_phase = nxt["position"] - (0 if nxt["phase"] == "tutorial" else n_tutorial)
@@ -103,14 +102,9 @@ def answer(conn: sqlite3.Connection, token: str, image_id: str, value: str) -> d
         raise SessionError(400, "answer must be 'real' or 'fake'")
     row = shown(conn, token, image_id)
     correct = int(value == row["kind"])
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         cur = conn.execute("INSERT OR IGNORE INTO answers (token, image_id, answer, correct, answered_at) "
                            "VALUES (?, ?, ?, ?, ?)", (token, image_id, value, correct, time.time()))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     stored = conn.execute("SELECT answer, correct FROM answers WHERE token = ? AND image_id = ?",
                           (token, image_id)).fetchone()
     out = {"duplicate": cur.rowcount == 0, "answer": stored["answer"], "state": state(conn, token)}

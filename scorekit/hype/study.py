@@ -9,12 +9,14 @@ same encoder, and only the database knows the kind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -71,18 +73,31 @@ def protocol(conn: sqlite3.Connection) -> dict:
     return json.loads(row["value"]) if row else {}
 
 
+_WRITER = threading.Lock()
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection):
+    """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any error). The writers of this process
+    take turns on a lock first: SQLite's own busy handler, which other processes still meet, waits by sleeping
+    in steps of up to 100 ms, which under many concurrent raters costs seconds."""
+    with _WRITER:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
 def add_raters(conn: sqlite3.Connection, n: int) -> list[str]:
     """``n`` new rater tokens (unguessable: from ``secrets``, never from the study's seed)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         start = conn.execute("SELECT COUNT(*) FROM raters").fetchone()[0]
         tokens = [secrets.token_urlsafe(12) for _ in range(n)]
         conn.executemany("INSERT INTO raters (token, label, created) VALUES (?, ?, ?)",
                          [(t, f"rater {start + i + 1}", time.time()) for i, t in enumerate(tokens)])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return tokens
 
 
