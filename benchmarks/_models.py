@@ -8,27 +8,30 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scorekit.config import load_config
 from scorekit.factory import build_net
-from scorekit.interop.diffusers_config import unet2d_kwargs
+from scorekit.interop.diffusers_config import unet2d_kwargs, uniform_norm_groups
 
 CONFIGS = {"ddpm-cifar10": "DDPM CIFAR-10 U-Net (35.7M)", "ncsnv2-cifar10": "NCSNv2 CIFAR-10 (29.7M)",
            "ddpm-lsun-church": "DDPM 256x256 U-Net (114M)"}
 
 
-def build_pair(preset: str):
-    """(scorekit net, diffusers net or None, config); diffusers has no RefineNet, so NCSNv2 gets None."""
-    cfg = load_config(preset)
+def build_pair(preset: str, overrides: list[str] | tuple[str, ...] = ()):
+    """(scorekit net, diffusers net or None, config); diffusers has no RefineNet, so NCSNv2 gets None, and none
+    when the U-Net's layers use different GroupNorm group counts (which UNet2DModel cannot express)."""
+    cfg = load_config(preset, list(overrides))
     ours = build_net(cfg)
     theirs = None
-    if cfg.model.arch == "unet":
+    m, d = cfg.model, cfg.data
+    groups = uniform_norm_groups(m.ch, m.ch_mult, m.norm_groups)
+    if cfg.model.arch == "unet" and groups is not None:
         try:
             from diffusers import UNet2DModel
         except ImportError:
             UNet2DModel = None
         if UNet2DModel is not None:
-            m, d = cfg.model, cfg.data
             theirs = UNet2DModel(**unet2d_kwargs(resolution=d.resolution, in_ch=d.channels, out_ch=d.channels, ch=m.ch,
                                                  ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                                                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout))
+                                                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+                                                 norm_groups=groups))
             assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     return ours, theirs, cfg
 

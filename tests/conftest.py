@@ -1,9 +1,53 @@
 import os
+import signal
 
 import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here)"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: checks what only a CUDA GPU can (skipped without one; "
+                                       "`pytest -m cuda` runs these alone)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=NO_CUDA)
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> torch.device:
+    """The CPU always; CUDA as well when there is a GPU (the CUDA variant is marked ``cuda``)."""
+    return torch.device(request.param)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """SCOREKIT_TEST_TIMEOUT=S fails a test that runs longer than S seconds (the GPU proof sets it, so that one
+    hanging test cannot eat a short device session); off by default."""
+    limit = int(os.environ.get("SCOREKIT_TEST_TIMEOUT", "0") or 0)
+    if limit <= 0 or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError(f"{item.nodeid}: over SCOREKIT_TEST_TIMEOUT={limit} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(limit)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

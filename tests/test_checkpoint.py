@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from scorekit.checkpoint import load_checkpoint, safe_torch_load, save_checkpoint
-from scorekit.errors import CheckpointError
+from scorekit.errors import CheckpointError, WriteError
 from scorekit.run import load
 
 
@@ -45,7 +45,7 @@ def test_a_crash_mid_write_leaves_the_previous_checkpoint_intact(tmp_path, monke
         raise OSError("disk full")
 
     monkeypatch.setattr(ckmod, "save_file", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match="c.safetensors: could not be written .disk full"):
         save_checkpoint(path, config={}, step=2, model={k: v * 0 for k, v in net.state_dict().items()})
     assert load_checkpoint(path).step == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]  # no temporary file left

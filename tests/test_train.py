@@ -188,3 +188,29 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     _train(tmp_path / "single", common)
     _assert_same_state(_latest(tmp_path / "ddp"), _latest(tmp_path / "single"), exact=False)
+
+
+def test_a_two_node_rendezvous_on_localhost_matches_one_process(tmp_path):
+    """Two torchrun launchers, one process each, meet through the c10d rendezvous as two nodes would (the
+    README's multi-node command, here on one machine with gloo); the weights equal a single process's."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = TINY + ["model.dropout=0.0", "training.steps=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launchers = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_id", "t2n",
+         "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "scorekit", "train", "ddpm-digits",
+         "--out", str(tmp_path / "two-nodes"), "--no-progress", "--no-eval", *common],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = []
+    for proc in launchers:
+        try:
+            outputs.append(proc.communicate(timeout=300)[0])
+        finally:
+            proc.kill()
+    assert all(p.returncode == 0 for p in launchers), "\n".join(outputs)
+    _train(tmp_path / "single", common)
+    _assert_same_state(_latest(tmp_path / "two-nodes"), _latest(tmp_path / "single"), exact=False)
