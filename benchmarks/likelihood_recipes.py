@@ -48,7 +48,7 @@ def step_costs(presets: list[str], steps: int = 60, rounds: int = 3) -> dict[str
     import tempfile
     import time
 
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     best: dict[str, float] = {}
     tmp = Path(tempfile.mkdtemp())
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/likelihood_recipes.json")
     args = ap.parse_args()
     from scorekit.run import RunDir
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     rows = []
     for preset in args.presets.split(","):

@@ -87,7 +87,7 @@ def denoising_error(d, sigmas01: list[float], seed: int = 0) -> dict[str, float]
 
 
 def train(out: Path, preset: str, overrides: list[str]) -> float:
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     if RunDir(out).latest() is not None and (out / "train_seconds").is_file():
         return float((out / "train_seconds").read_text())

@@ -11,7 +11,7 @@ from .evaluate import generate
 from .factory import build
 from .rng import ImageRNG
 from .run import load
-from .train import train_run
+from .training import train_run
 
 __version__ = "0.1.0"
 

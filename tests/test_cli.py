@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scorekit.cli import COMMANDS, main
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=16",
         "training.steps=4",

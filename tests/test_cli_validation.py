@@ -10,7 +10,7 @@ import pytest
 
 from scorekit.cli import COMMANDS, build_parser, main
 from scorekit.cli.args import Number, device, existing_file, existing_path
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=16",
         "training.steps=2", "training.checkpoint_every=1", "process.num_timesteps=20", "sampling.steps=0",

@@ -11,7 +11,7 @@ from scorekit.config import load_config
 from scorekit.data import digits
 from scorekit.images import from_uint8
 from scorekit.run import load
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=32",
         "process.num_timesteps=100", "sampling.steps=0", "eval.proxy_samples=0", "sampling.num_samples=10"]

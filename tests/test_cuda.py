@@ -20,7 +20,7 @@ from scorekit.factory import build_denoiser
 from scorekit.rng import ImageRNG
 from scorekit.run import RunDir
 from scorekit.samplers import sample
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "model.num_res_blocks=1",
         "process.num_timesteps=20", "sampling.steps=0"]

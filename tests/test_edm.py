@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from scorekit.denoiser import Denoiser
-from scorekit.losses import edm_loss
 from scorekit.precond import EDM_SIGMA_MAX, EDM_SIGMA_MIN, edm_coefficients, edm_weight
 from scorekit.processes import VPProcess
+from scorekit.training.losses import edm_loss
 
 SIGMAS = [0.002, 0.05, 0.3, 0.5, 1.0, 7.0, 80.0]
 
@@ -117,7 +117,7 @@ def test_the_loss_weights_Fs_own_error_by_one():
 
 def test_training_noise_levels_are_log_normal():
     from scorekit.config import load_config
-    from scorekit.draws import edm_sigmas
+    from scorekit.training.draws import edm_sigmas
 
     cfg = load_config("edm-digits", ["training.p_mean=-0.7", "training.p_std=0.9"])
     ln = edm_sigmas(cfg, 200_000, torch.Generator().manual_seed(0), "cpu").log()

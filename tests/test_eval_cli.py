@@ -11,7 +11,7 @@ from PIL import Image
 
 from scorekit.cli import main
 from scorekit.data import digits
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=16",
         "training.warmup=2", "training.ema_decay=0.9", "process.num_timesteps=40", "sampling.steps=0",

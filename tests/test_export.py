@@ -101,7 +101,7 @@ def test_what_diffusers_cannot_express_is_refused_before_anything_is_written(ext
 def test_diffusers_pipeline_and_the_ancestral_sampler_draw_the_same_law(tmp_path):
     """A small trained digits model exported: DDPMPipeline and scorekit's Algorithm 2 over the same 20 levels give
     samples with the same pixel means and spread (400 each; 4 standard errors)."""
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     run = tmp_path / "r"
     train_run("ddpm-digits", run, ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",

@@ -7,7 +7,7 @@ import torch
 
 from scorekit.nets.refinenet import RefineNet
 from scorekit.nets.unet import UNet
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 
 def _unet():

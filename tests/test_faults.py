@@ -15,7 +15,7 @@ import torch
 from test_train import TINY, _assert_same_state, _latest, _train
 
 import scorekit.checkpoint
-import scorekit.train
+import scorekit.training.loop
 from scorekit.checkpoint import load_checkpoint
 from scorekit.cli import main
 from scorekit.errors import WriteError
@@ -94,14 +94,14 @@ def test_a_full_disk_while_a_post_hoc_ema_snapshot_is_written(tmp_path, monkeypa
 
 def test_a_full_disk_while_metrics_are_logged(tmp_path, monkeypatch, capsys, reference):
     run = tmp_path / "run"
-    real_log = scorekit.train._Logger.log
+    real_log = scorekit.training.loop._Logger.log
 
     def log(self, step, values):
         if step == 3:
-            raise scorekit.train.WriteError(f"{self.run.metrics_path}: could not be written (No space left on device)")
+            raise WriteError(f"{self.run.metrics_path}: could not be written (No space left on device)")
         return real_log(self, step, values)
 
-    monkeypatch.setattr(scorekit.train._Logger, "log", log)
+    monkeypatch.setattr(scorekit.training.loop._Logger, "log", log)
     assert _cli_train(run) == 2
     monkeypatch.undo()
     _check_stopped_then_resume(run, capsys, reference, 3, 2, "No space left on device", "metrics.jsonl")
@@ -152,7 +152,7 @@ def test_a_run_folder_that_becomes_read_only(tmp_path, monkeypatch, capsys, refe
     step 4, and writable again afterwards."""
     run = tmp_path / "run"
     folder = run / "checkpoints"
-    real, calls, mounted = scorekit.train.save_checkpoint, [], []
+    real, calls, mounted = scorekit.training.loop.save_checkpoint, [], []
 
     def save(*args, **kwargs):
         calls.append(1)
@@ -164,7 +164,7 @@ def test_a_run_folder_that_becomes_read_only(tmp_path, monkeypatch, capsys, refe
                 mounted.append("ok")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(scorekit.train, "save_checkpoint", save)
+    monkeypatch.setattr(scorekit.training.loop, "save_checkpoint", save)
     try:
         code = _cli_train(run)
     finally:

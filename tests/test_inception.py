@@ -89,7 +89,7 @@ def test_eval_records_unverified_inception_weights(tmp_path, capsys):
     from PIL import Image
 
     from scorekit.cli import main
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     _, weights, _ = _published_layouts(tmp_path)
     folder = tmp_path / "ref"

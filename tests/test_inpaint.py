@@ -97,7 +97,7 @@ def test_masks(tmp_path):
 def test_inpaint_command_keeps_the_known_pixels(tmp_path, capsys):
     from scorekit.cli import main
     from scorekit.data import digits
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     run = tmp_path / "run"
     train_run("ddpm-digits", run, ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",

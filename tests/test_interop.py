@@ -63,7 +63,7 @@ def test_diffusers_folder_converts_to_the_same_network_and_schedule(tmp_path, na
 
 
 def test_export_then_from_pretrained_round_trips(tmp_path):
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     run = tmp_path / "run"
     train_run("ddpm-digits", run, ["model.ch=32", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",

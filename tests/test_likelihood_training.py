@@ -6,10 +6,17 @@ import math
 import pytest
 import torch
 
-from scorekit.losses import ddpm_loss, likelihood_loss, vb_terms_bpd
+from scorekit.likelihood import vb_terms_bpd
 from scorekit.processes import VESDE, VPSDE, SubVPProcess, SubVPSDE, VEProcess, VPProcess
 from scorekit.toy import GaussianMixture, exact_denoiser
-from scorekit.tsampling import HISTORY, UNIFORM_SHARE, LossSecondMomentSampler, continuous_levels, log_sigma_slope
+from scorekit.training.losses import ddpm_loss, likelihood_loss
+from scorekit.training.tsampling import (
+    HISTORY,
+    UNIFORM_SHARE,
+    LossSecondMomentSampler,
+    continuous_levels,
+    log_sigma_slope,
+)
 
 N = 2000  # table points of the discretised SDEs
 

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from scorekit.losses import ddpm_loss, discretized_gaussian_log_likelihood
+from scorekit.likelihood import discretized_gaussian_log_likelihood
 from scorekit.processes import VPProcess
 from scorekit.toy import GaussianMixture, exact_denoiser
+from scorekit.training.losses import ddpm_loss
 
 BINS = torch.arange(256, dtype=torch.float64) / 127.5 - 1
 
@@ -95,7 +96,7 @@ def test_learned_diagonal_variance_is_the_networks_log_variance_and_the_bound_tr
     """DDPM's Table 2 'learned diagonal Sigma': the extra output channels are log sigma_t^2 itself, and the
     true bound's KL term is the closed form between the posterior and N(mean, exp(log_var))."""
     from scorekit.denoiser import Denoiser
-    from scorekit.losses import vb_terms_bpd
+    from scorekit.likelihood import vb_terms_bpd
     from scorekit.processes.base import normal_kl
 
     class Net(torch.nn.Module):

@@ -5,7 +5,6 @@ import torch
 
 from scorekit.config import load_config
 from scorekit.denoiser import Denoiser
-from scorekit.losses import dsm_loss
 from scorekit.nets.refine_layers import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus, embedding_at
 from scorekit.nets.refinenet import RefineNet
 from scorekit.processes import VEProcess
@@ -19,6 +18,7 @@ from scorekit.techniques import (
     technique4_value,
 )
 from scorekit.toy import GaussianMixture, exact_denoiser, kde_denoiser, langevin_toy
+from scorekit.training.losses import dsm_loss
 
 
 @pytest.mark.parametrize("preset,count", [("ncsn-cifar10", 30_117_635), ("ncsn-celeba", 30_117_635),

@@ -9,7 +9,7 @@ from scorekit.denoiser import Denoiser
 from scorekit.factory import build_denoiser, build_net
 from scorekit.nets.refinenet import RefineNet
 from scorekit.processes import VEProcess, VPProcess
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 PAIRINGS = {
     "unet-on-ve": ("ncsnv2-digits", ["model.arch=unet", "model.ch=8", "model.ch_mult=[1,2]",

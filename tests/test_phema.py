@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from scorekit.phema import (
+from scorekit.ema.power import (
     PowerEMA,
     gamma_to_sigma_rel,
     posthoc_weights,
@@ -98,7 +98,7 @@ def test_on_a_random_walk_the_reconstruction_beats_both_stored_emas(tmp_path):
 def test_training_keeps_snapshots_and_scorekit_ema_builds_a_run(tmp_path, capsys):
     from scorekit.cli import main
     from scorekit.run import load
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     tiny = ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[]", "model.norm_groups=4",
             "training.batch_size=8", "training.steps=6", "training.snapshot_every=2", "training.checkpoint_every=3",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scorekit.cli import main
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)

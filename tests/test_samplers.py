@@ -132,7 +132,7 @@ def test_nfe_counts():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from scorekit.run import load
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     runs = {}
     for preset, extra in [("ddpm-digits", ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]"]),

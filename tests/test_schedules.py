@@ -102,7 +102,7 @@ def test_a_searched_schedule_beats_a_poor_start_and_is_used_by_auto():
 
 def test_tune_schedule_command_saves_the_schedule_that_sample_then_uses(tmp_path, capsys):
     from scorekit.cli import main
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     run = tmp_path / "run"
     train_run("ddpm-digits", run, ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",

@@ -111,7 +111,7 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
 
 def test_a_resumed_study_gives_the_same_report(tmp_path):
     from scorekit.studies.ema import DEFAULT_BASE
-    from scorekit.train import train_run
+    from scorekit.training import train_run
 
     full = study("ema", tmp_path / "a")
     ctx = Context(tmp_path / "b", DEFAULT_BASE, [*TINY_NCSN, "training.batch_size=16"], 6, n=24, checkpoints=2)
@@ -135,7 +135,7 @@ def test_the_kde_baseline_returns_training_images_and_a_noised_copy_does_not():
 
 
 def test_an_unstable_run_is_reported_as_such_and_not_retrained(tmp_path, monkeypatch, capsys):
-    import scorekit.train as tr
+    import scorekit.training.loop as tr
 
     real = tr.objective
 

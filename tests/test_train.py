@@ -13,7 +13,7 @@ import torch
 from scorekit.checkpoint import load_checkpoint
 from scorekit.errors import TrainingError
 from scorekit.run import RunDir
-from scorekit.train import train_run
+from scorekit.training import train_run
 
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=16",
         "training.log_every=1", "training.checkpoint_every=100", "training.warmup=2", "training.ema_decay=0.9",
@@ -112,7 +112,7 @@ def test_keeps_only_the_last_k_checkpoints(tmp_path):
 
 
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch):
-    import scorekit.train as tr
+    import scorekit.training.loop as tr
 
     real = tr.objective
     calls = {"n": 0}

@@ -24,7 +24,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     from ..guidance import classifier_accuracy
     from ..images import atomic_write_bytes
     from ..run import load
-    from ..train import train_run
+    from ..training import train_run
 
     src = Path(args.source)
     source = str(src / "config.yaml") if src.is_dir() else args.source

@@ -23,9 +23,9 @@ def cmd_ema(args: argparse.Namespace) -> int:
     roughly the last 10% of training, 0.10 the last 20%."""
     import torch
 
+    from ..ema.posthoc import SWEEP_GRID, plot_sweep, posthoc_run, snapshot_folder, sweep
     from ..errors import ScorekitError
     from ..images import atomic_write_bytes
-    from ..posthoc import SWEEP_GRID, plot_sweep, posthoc_run, snapshot_folder, sweep
     from ..studies.runner import write_csv
 
     if args.sweep == (args.sigma_rel is not None):

@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
       torchrun --nproc_per_node 8 -m scorekit train ddpm-cifar10 data.path=... --out runs/cifar10
     """
     from ..evaluate import describe
-    from ..train import train_run
+    from ..training import train_run
 
     result = train_run(args.config, args.out, args.overrides, device=args.device, progress=not args.no_progress,
                        evaluate=not args.no_eval)

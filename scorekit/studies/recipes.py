@@ -95,8 +95,8 @@ def train_seconds(run, batch_size: int) -> float:
 
 
 def run(ctx: Context, command: str) -> dict:
+    from ..ema.power import list_snapshots, load_snapshot, reconstruct
     from ..errors import ScorekitError
-    from ..phema import list_snapshots, load_snapshot, reconstruct
     from ..run import load
 
     all_arms = arms(ctx.steps)

@@ -79,7 +79,7 @@ def train_arms(ctx: Context, arms: list[Arm]) -> dict[str, str | None]:
     """Train every arm into its run directory (skipping finished ones, resuming interrupted ones).
     Returns, per arm, None when it trained or why it stopped (e.g. non-finite losses: the paper's
     "unstable")."""
-    from ..train import train_run
+    from ..training import train_run
 
     for arm in arms:  # every arm's configuration is checked before the first one trains
         ctx.config(arm)

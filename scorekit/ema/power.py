@@ -23,8 +23,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .checkpoint import atomic_save_file
-from .errors import CheckpointError
+from ..checkpoint import atomic_save_file
+from ..errors import CheckpointError
 
 _SNAP = re.compile(r"^phema_(\d+)\.safetensors$")
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import CHOICES
-from .processes import DiscreteProcess
+from ..config import CHOICES
+from ..processes import DiscreteProcess
 
 T_SAMPLING = CHOICES["training.t_sampling"]
 HISTORY = 10

@@ -1,5 +1,5 @@
-"""Training objectives: DDPM's L_simple, variational-bound terms and MSEs; NCSN's denoising score matching;
-EDM's preconditioned loss; the likelihood-weighted score-matching loss."""
+"""Training objectives: DDPM's L_simple, the variational bound's terms (from :mod:`scorekit.likelihood`) and
+MSEs; NCSN's denoising score matching; EDM's preconditioned loss; the likelihood-weighted score-matching loss."""
 
 from __future__ import annotations
 
@@ -7,55 +7,12 @@ import math
 
 import torch
 
-from .config import BOUND_LOSSES
-from .denoiser import Denoiser, Output
-from .precond import edm_weight
-from .processes.base import expand_like, normal_kl
+from ..config import BOUND_LOSSES
+from ..denoiser import Denoiser, Output
+from ..likelihood import mean_flat, vb_terms_bpd
+from ..precond import edm_weight
+from ..processes.base import expand_like
 from .tsampling import log_sigma_slope
-
-
-def mean_flat(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(1).mean(1)
-
-
-def _log_prob_between(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """log(Phi(hi) - Phi(lo)) for lo < hi, evaluated on the side of 0 where it does not cancel."""
-    flip = lo > 0
-    a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
-    log_b = torch.special.log_ndtr(b)
-    return log_b + torch.log1p(-torch.exp(torch.special.log_ndtr(a) - log_b).clamp(max=1.0 - 1e-12))
-
-
-def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
-                                        data_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
-    """log p(x | mean, exp(log_scale)) of 8-bit data under DDPM's decoder (Eq. 13), elementwise.
-
-    256 bins of width (hi - lo)/255 centred on the data values, the outermost extended to -inf / +inf;
-    probabilities are floored at 1e-12 as in the authors' code.
-    """
-    lo, hi = data_range
-    half_bin = (hi - lo) / 255.0 / 2.0
-    inv_std = torch.exp(-log_scale)
-    upper = (x - mean + half_bin) * inv_std
-    lower = (x - mean - half_bin) * inv_std
-    log_cdf_upper = torch.special.log_ndtr(upper)
-    log_sf_lower = torch.special.log_ndtr(-lower)
-    mid = _log_prob_between(lower, upper)
-    eps = half_bin * 0.999  # x within the first / last bin
-    out = torch.where(x < lo + eps, log_cdf_upper, torch.where(x > hi - eps, log_sf_lower, mid))
-    return out.clamp_min(math.log(1e-12))
-
-
-def vb_terms_bpd(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *,
-                 clip: bool = False, raw: torch.Tensor | None = None, y: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_{t-1} = KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0 and the decoder NLL L_0 = -log p(x0|x1)
-    at t = 0 (DDPM Eq. 5), per image in bits/dim; also returns the predicted x0."""
-    true_mean, _, true_log_var = denoiser.process.q_posterior(x0, x_t, t)
-    mean, log_var, x0_pred = denoiser.p_mean_variance(x_t, t, clip=clip, raw=raw, y=y)
-    kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / math.log(2.0)
-    nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var, denoiser.data_range))
-    return torch.where(t.to(kl.device) == 0, nll / math.log(2.0), kl), x0_pred
 
 
 def mse_target(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import CheckpointError
-from .images import atomic_write_bytes
-from .phema import list_snapshots, reconstruct
-from .run import RunDir, load
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..errors import CheckpointError
+from ..images import atomic_write_bytes
+from ..run import RunDir, load
+from .power import list_snapshots, reconstruct
 
 SWEEP_GRID = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.10, 0.13, 0.16, 0.20, 0.25)
 
@@ -55,8 +55,8 @@ def sweep(run: str | Path, *, grid=SWEEP_GRID, n: int = 2000, seeds: int = 1, me
           device: str = "cpu", batch_size: int = 500, say=print) -> list[dict]:
     """FD (``meter``, default the run's FrechetMeter) of the reconstructed EMA at each sigma_rel of ``grid``,
     mean and spread over ``seeds`` sample seeds, with the run's own sampler; nothing is trained."""
-    from .evaluate import generate
-    from .quality import FrechetMeter
+    from ..evaluate import generate
+    from ..quality import FrechetMeter
 
     folder = snapshot_folder(run)
     denoiser = load(run, device=device)
@@ -75,7 +75,7 @@ def sweep(run: str | Path, *, grid=SWEEP_GRID, n: int = 2000, seeds: int = 1, me
 
 def plot_sweep(path: Path, rows: list[dict], *, metric: str = "FD", reference: dict[str, float] | None = None) -> None:
     """FD against sigma_rel (log axis), the best marked, ``reference`` values (e.g. the classic EMA) as lines."""
-    from .plots import figure
+    from ..plots import figure
 
     with figure(path, size=(7, 4)) as ax:
         x = [r["sigma_rel"] for r in rows]

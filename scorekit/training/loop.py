@@ -18,22 +18,22 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import save_checkpoint
-from .config import BOUND_LOSSES, Config
-from .data import BatchStream, build_source, micro_batch_slice, preprocess
-from .data.augment import apply as augment_apply
-from .denoiser import Denoiser
-from .dist import Dist
+from ..checkpoint import save_checkpoint
+from ..config import BOUND_LOSSES, Config
+from ..data import BatchStream, build_source, micro_batch_slice, preprocess
+from ..data.augment import apply as augment_apply
+from ..denoiser import Denoiser
+from ..dist import Dist
+from ..ema import EMA
+from ..ema.power import PowerEMA, save_snapshot
+from ..errors import CheckpointError, DataError, TrainingError, WriteError
+from ..factory import build_denoiser
+from ..images import atomic_write_bytes
+from ..progress import progress
+from ..rng import image_seed
+from ..run import RunDir, read_checkpoint, resolve_run
 from .draws import FixedBatches, step_draws
-from .ema import EMA
-from .errors import CheckpointError, DataError, TrainingError, WriteError
-from .factory import build_denoiser
-from .images import atomic_write_bytes
 from .losses import ddpm_loss, dsm_loss, edm_loss, likelihood_loss
-from .phema import PowerEMA, save_snapshot
-from .progress import progress
-from .rng import image_seed
-from .run import RunDir, read_checkpoint, resolve_run
 from .tsampling import LossSecondMomentSampler
 
 
@@ -321,8 +321,8 @@ class Trainer:
         return self.denoiser.with_net(self.ema.module if self.ema is not None else self.net).eval()
 
     def sample_grid(self, path: Path, n: int = 64) -> Path:
-        from .evaluate import generate
-        from .images import save_grid
+        from ..evaluate import generate
+        from ..images import save_grid
 
         images = generate(self.eval_denoiser(), min(n, self.cfg.sampling.num_samples), seed=self.cfg.sampling.seed,
                           batch_size=self.cfg.sampling.batch_size)
@@ -373,7 +373,7 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
               device: str | None = None, progress: bool = True, evaluate: bool = True) -> TrainResult:
     """Train a preset or YAML config into a run directory, or continue a run (see :func:`resolve_run`).
     The configuration and the training data are checked before anything is written."""
-    from .dist import setup
+    from ..dist import setup
 
     run, cfg = resolve_run(source, out, overrides)
     data = build_source(cfg.data, "train")  # a bad data path fails here, before the run folder is made
@@ -406,7 +406,7 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
                   f"run `scorekit train {run.path}` to resume", flush=True)
         return result
     if evaluate:
-        from .evaluate import final_report
+        from ..evaluate import final_report
 
         denoiser = trainer.eval_denoiser()
         denoiser.checkpoint_step = trainer.step

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import Config
-from .data import build_source, preprocess
-from .data.augment import Augment
-from .data.augment import draw as draw_augment
-from .denoiser import Denoiser
-from .errors import DataError
-from .processes import DiscreteProcess
-from .rng import image_seed
+from ..config import Config
+from ..data import build_source, preprocess
+from ..data.augment import Augment
+from ..data.augment import draw as draw_augment
+from ..denoiser import Denoiser
+from ..errors import DataError
+from ..processes import DiscreteProcess
+from ..rng import image_seed
 from .tsampling import LossSecondMomentSampler, continuous_levels
 
 
