@@ -33,20 +33,24 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "process.schedule": ("linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine"),
     "process.ladder": ("geometric", "uniform"),
     "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest", "classifier"),
-    "model.output": ("eps", "x0", "mean", "score", "sigma_score"),
+    "model.output": ("eps", "x0", "mean", "score", "sigma_score", "v"),
     "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
-    "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood"),
+    "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood", "cd", "ect", "ict", "pd"),
     "training.t_sampling": ("uniform", "importance"),
     "model.precond": ("none", "edm"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),
     "sampling.sampler": ("ancestral", "langevin", "ddim", "euler", "heun", "rk45", "dpm2m", "pc",
-                         "euler_ancestral", "edm_stochastic", "dpm2m_sde", "restart"),
+                         "euler_ancestral", "edm_stochastic", "dpm2m_sde", "restart", "consistency"),
     "sampling.schedule": ("auto", "karras", "logsnr", "uniform", "quad"),
 }
 
 # The true bound's per-level terms (DDPM Eq. 5) as a loss: "kl" is DDPM's name, "vlb" improved DDPM's.
 BOUND_LOSSES = ("kl", "vlb")
+# Few-step objectives: consistency distillation and training (Song et al. 2023; easy consistency tuning, Geng et
+# al. 2024; improved CT, Song & Dhariwal 2023) and progressive distillation (Salimans & Ho 2022).
+CONSISTENCY_LOSSES = ("cd", "ect", "ict")
+FEWSTEP_LOSSES = (*CONSISTENCY_LOSSES, "pd")
 
 
 @dataclass
@@ -85,12 +89,13 @@ class ModelConfig:
     attn_resolutions: list[int] = field(default_factory=lambda: [16])  # unet
     dropout: float = 0.1  # unet
     ngf: int = 128  # ncsn*: base channels
-    output: str = "eps"  # what the network outputs: eps | x0 | mean | score | sigma_score
+    output: str = "eps"  # what the network outputs: eps | x0 | mean | score | sigma_score | v
     variance: str = "fixedlarge"  # reverse-process variance: fixedlarge | fixedsmall | learned_range | learned
     num_classes: int = 0  # class-conditional with this many classes (0 = unconditional)
     precond: str = "none"  # edm: D = c_skip x + c_out F(c_in x; ln(sigma)/4) (EDM Table 1); none: the output's own
     sigma_data: float = 0.5  # edm: the data's standard deviation in the model's range
     norm_groups: int = 0  # unet: GroupNorm groups of every layer; 0 = 32, or gcd(32, channels) where 32 doesn't divide
+    consistency: bool = False  # a consistency function f(x, sigma) (Song et al. 2023) with f(x, sigma_min) = x
 
 
 @dataclass
@@ -105,7 +110,7 @@ class TrainingConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
-    loss: str = "mse"  # mse (L_simple) | kl = vlb (true bound) | hybrid | dsm (NCSN) | edm | likelihood (g^2-weighted)
+    loss: str = "mse"  # mse (L_simple) | kl = vlb | hybrid | dsm (NCSN) | edm | likelihood | cd | ect | ict | pd
     t_sampling: str = "uniform"  # uniform | importance (vlb: improved DDPM's; likelihood: uniform in log sigma)
     anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -145,6 +150,28 @@ class SamplingConfig:
 
 
 @dataclass
+class FewStepConfig:
+    """Consistency models and distillation (``scorekit distill``, ``training.loss`` cd / ect / ict / pd)."""
+
+    teacher: str = ""  # distillation: the teacher's weights and config (RUN/teacher.safetensors, copied at the start)
+    guidance: float = 1.0  # a class-conditional teacher's classifier-free guidance scale, fixed during distillation
+    sigma_min: float = 0.0  # the consistency boundary and the smallest level; 0 = the model's own
+    sigma_max: float = 0.0  # the largest level; 0 = the model's own, capped at 20 (scorekit.factory.fewstep_sigma_max)
+    rho: float = 7.0  # Karras spacing of the discrete levels
+    levels: int = 18  # cd: N, adjacent levels of an N-level Karras grid (Song et al. 2023: 18 on CIFAR-10)
+    target_ema: float = 0.95  # cd: mu, the decay of the target network's EMA (Song et al. 2023, Table 3)
+    huber_c: float = 0.0  # pseudo-Huber d = sqrt(||x - y||^2 + c^2) - c over the whole image; 0 = 0.00054 sqrt(dim)
+    p_mean: float = -1.1  # ect / ict: ln(sigma) ~ N(p_mean, p_std^2)
+    p_std: float = 2.0
+    ect_q: float = 2.0  # ect: t - r shrinks by this factor at every stage
+    stages: int = 6  # ect: stages over training.steps (dt -> 0)
+    ict_s0: int = 10  # ict: N(k) = min(s0 2^floor(k / K'), s1) + 1 levels
+    ict_s1: int = 1280
+    pd_steps: int = 64  # pd: the teacher's deterministic steps at the first round (halved every round)
+    pd_final: int = 2  # pd: the student's steps after the last round
+
+
+@dataclass
 class EvalConfig:
     bpd_images: int = 0  # test images for bits/dim at the end of training; 0 = skip
     proxy_samples: int = 0  # samples for the digits proxy FD / IS at the end of training; 0 = skip
@@ -161,6 +188,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    fewstep: FewStepConfig = field(default_factory=FewStepConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,7 +3,7 @@ Every problem is one :class:`~scorekit.config.ConfigError` naming the key and wh
 
 from __future__ import annotations
 
-from .config import BOUND_LOSSES, CHOICES, Config, ConfigError
+from .config import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, Config, ConfigError
 
 
 def _positive(cfg: Config, keys: list[str], strict: bool = True) -> None:
@@ -37,8 +37,11 @@ def validate(cfg: Config) -> Config:
     if cfg.model.num_classes and cfg.model.arch == "ncsn":
         raise ConfigError("model.num_classes: NCSN v1's norms are conditioned on the noise level; class labels need "
                           "model.arch=unet or an ncsnv2 network")
-    if (cfg.model.precond == "edm") != (cfg.training.loss == "edm"):
-        raise ConfigError("model.precond=edm (EDM's preconditioning) and training.loss=edm go together")
+    if cfg.training.loss == "edm" and cfg.model.precond != "edm":
+        raise ConfigError("training.loss=edm needs EDM's preconditioning (model.precond=edm)")
+    if cfg.model.precond == "edm" and cfg.training.loss not in ("edm", *FEWSTEP_LOSSES):
+        raise ConfigError(f"model.precond=edm (EDM's preconditioning) trains with training.loss=edm or a few-step "
+                          f"objective ({', '.join(FEWSTEP_LOSSES)}), got {cfg.training.loss}")
     if cfg.model.precond == "edm" and (cfg.model.output != "x0" or cfg.model.variance.startswith("learned")
                                        or cfg.model.arch == "ncsn"):
         raise ConfigError("model.precond=edm: the network's D is the x0 estimate (model.output=x0), with a fixed "
@@ -113,4 +116,35 @@ def validate(cfg: Config) -> Config:
     if tc.t_sampling == "importance" and tc.loss not in (*BOUND_LOSSES, "likelihood"):
         raise ConfigError(f"training.t_sampling: importance sampling is for the bound (training.loss=vlb, kl or "
                           f"likelihood), got training.loss={tc.loss}")
+    _check_fewstep(cfg)
     return cfg
+
+
+def _check_fewstep(cfg: Config) -> None:
+    """Consistency models and distillation (the fewstep section)."""
+    f, tc, m = cfg.fewstep, cfg.training, cfg.model
+    if m.consistency != (tc.loss in CONSISTENCY_LOSSES):
+        raise ConfigError(f"model.consistency=true and training.loss {' / '.join(CONSISTENCY_LOSSES)} go together "
+                          f"(got model.consistency={str(m.consistency).lower()}, training.loss={tc.loss})")
+    if tc.loss in ("cd", "pd") and not f.teacher:
+        raise ConfigError(f"training.loss={tc.loss}: distils a teacher; start it with `scorekit distill RUN "
+                          f"--method {tc.loss}` (fewstep.teacher is empty)")
+    if tc.loss in FEWSTEP_LOSSES and m.arch not in ("unet", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest"):
+        raise ConfigError(f"training.loss={tc.loss}: evaluates the network at any noise level, which needs a network "
+                          f"that reads a continuous level (a U-Net or an NCSNv2 RefineNet), got model.arch={m.arch}")
+    if f.sigma_min < 0 or f.sigma_max < 0 or (f.sigma_min and f.sigma_max and f.sigma_max <= f.sigma_min):
+        raise ConfigError(f"fewstep.sigma_min / sigma_max: need 0 <= sigma_min < sigma_max (0: the model's own), got "
+                          f"{f.sigma_min} and {f.sigma_max}")
+    checks = [("fewstep.levels", f.levels >= 2, "at least 2"), ("fewstep.target_ema", 0 <= f.target_ema < 1,
+              "in [0, 1)"), ("fewstep.p_std", f.p_std > 0, "> 0"), ("fewstep.ect_q", f.ect_q > 1, "> 1"),
+              ("fewstep.stages", f.stages >= 1, ">= 1"), ("fewstep.rho", f.rho > 0, "> 0"),
+              ("fewstep.ict_s0", 1 <= f.ict_s0 <= f.ict_s1, "in 1..fewstep.ict_s1"),
+              ("fewstep.huber_c", f.huber_c >= 0, ">= 0 (0: 0.00054 sqrt(dim))"),
+              ("fewstep.guidance", f.guidance >= 0, ">= 0"),
+              ("fewstep.pd_final", 1 <= f.pd_final < f.pd_steps and (f.pd_steps // f.pd_final) & (
+                  f.pd_steps // f.pd_final - 1) == 0 and f.pd_steps % f.pd_final == 0,
+               "a power-of-two fraction of fewstep.pd_steps (64 -> 32 -> ... -> pd_final)")]
+    for key, ok, what in checks:
+        if not ok:
+            value = getattr(f, key.split(".")[1])
+            raise ConfigError(f"{key}: must be {what}, got {value}")

@@ -15,7 +15,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from .precond import EDM_SIGMA_MAX, EDM_SIGMA_MIN, edm_coefficients
+from .precond import EDM_SIGMA_MAX, EDM_SIGMA_MIN, consistency_coefficients, edm_coefficients
 from .processes.base import DiscreteProcess, expand_like
 
 
@@ -27,6 +27,7 @@ class Output(str, Enum):
     MEAN = "mean"  # the posterior mean mu(x_t, t), DDPM code's 'xprev'
     SCORE = "score"  # NCSN v1: s_theta(x, sigma) directly
     SIGMA_SCORE = "sigma_score"  # NCSNv2 technique 3: the net gives sigma * score = -eps, divided by sigma
+    V = "v"  # Salimans & Ho 2022: v = a eps - s x0 (VP); x0 = x/(1 + sigma^2) - sigma/sqrt(1 + sigma^2) v
 
 
 class Variance(str, Enum):
@@ -61,8 +62,12 @@ class Denoiser(nn.Module):
     def __init__(self, net: nn.Module, process: DiscreteProcess, *, output: Output | str = Output.EPS,
                  variance: Variance | str = Variance.FIXEDLARGE, data_range: tuple[float, float] = (-1.0, 1.0),
                  image_shape: tuple[int, int, int] | None = None, timestep_map: torch.Tensor | None = None,
-                 precond: str = "none", sigma_data: float = 0.5):
+                 precond: str = "none", sigma_data: float = 0.5, consistency: bool = False,
+                 boundary: float = 0.0, top: float = 0.0):
         super().__init__()
+        # a consistency model (Song et al. 2023): its D is the consistency function f, f(x, boundary) = x, on the
+        # levels boundary..top (0: the model's own range)
+        self.consistency, self._boundary, self._top = bool(consistency), float(boundary), float(top)
         if precond not in ("none", "edm"):
             raise ValueError(f"unknown preconditioning {precond!r}; choose none or edm")
         self.precond, self.sigma_data = precond, float(sigma_data)
@@ -114,7 +119,8 @@ class Denoiser(nn.Module):
         """The same model around another module computing the same function (e.g. a compiled one)."""
         d = Denoiser(net, self.process, output=self.output, variance=self.variance, data_range=self.data_range,
                      image_shape=self.image_shape, timestep_map=self.timestep_map, precond=self.precond,
-                     sigma_data=self.sigma_data)
+                     sigma_data=self.sigma_data, consistency=self.consistency, boundary=self._boundary,
+                     top=self._top)
         d._label_process, d._nfe, d.guide = self._label_process, self._nfe, self.guide
         for attr in ("config", "checkpoint_step", "uses_ema", "schedules"):
             if hasattr(self, attr):
@@ -137,7 +143,8 @@ class Denoiser(nn.Module):
         base = self.timestep_map[timesteps.to(self.timestep_map.device)] if self.timestep_map is not None else timesteps
         d = Denoiser(self.net, self.process.subset(timesteps).to(self.process.device), output=self.output,
                      variance=self.variance, data_range=self.data_range, image_shape=self.image_shape,
-                     timestep_map=base.double(), precond=self.precond, sigma_data=self.sigma_data)
+                     timestep_map=base.double(), precond=self.precond, sigma_data=self.sigma_data,
+                     consistency=self.consistency, boundary=self.sigma_min, top=self._top)
         d._label_process = self._label_process
         d._nfe, d.guide = self._nfe, self.guide
         d.config = getattr(self, "config", None)
@@ -172,7 +179,21 @@ class Denoiser(nn.Module):
 
         ``raw`` reuses a network output computed elsewhere (e.g. with the mean detached); ``y`` are class
         labels (class-conditional networks); ``self.guide`` (classifier guidance) adjusts eps before clipping.
+        A consistency model's x0 is its consistency function f(x_t / a_t, s_t / a_t).
         """
+        if not self.consistency or raw is not None:
+            return self._predict(x_t, t, clip=clip, raw=raw, y=y, aug=aug)
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        p = self.process
+        a, s = p.alpha_s(t)
+        x0 = self.consistency_fn(x_t / expand_like(a, x_t), s / a, y).to(x_t.dtype)
+        x0 = x0.clamp(*self.data_range) if clip else x0
+        return Prediction(x0=x0, eps=p.eps_from_x0(x_t, t, x0), out=x0)
+
+    def _predict(self, x_t: torch.Tensor, t: torch.Tensor, *, clip: bool = False, raw: torch.Tensor | None = None,
+                 y: torch.Tensor | None = None, aug: torch.Tensor | None = None) -> Prediction:
+        """:meth:`forward` through the network's own output (no consistency view)."""
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
         p = self.process
@@ -197,6 +218,11 @@ class Denoiser(nn.Module):
             _, s = p.alpha_s(t)
             eps = -expand_like(s, x_t) * out
             x0 = p.x0_from_eps(x_t, t, eps)
+        elif self.output is Output.V:  # EDM's preconditioning with sigma_data = 1 on x_hat = x_t / a, sigma = s / a
+            a, s = p.alpha_s(t)
+            sig = expand_like(s / a, x_t)
+            x0 = x_t / (expand_like(a, x_t) * (1 + sig**2)) - sig / (1 + sig**2).sqrt() * out
+            eps = None
         else:  # SIGMA_SCORE
             eps = -out
             x0 = p.x0_from_eps(x_t, t, eps)
@@ -256,6 +282,9 @@ class Denoiser(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=self.process.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x_hat.shape[0])
+        if self.consistency:
+            x0 = self.consistency_fn(x_hat, sigma)
+            return x0.clamp(*self.data_range) if clip else x0
         if self.precond == "edm" and self.guide is None:
             x0 = self.edm(x_hat, sigma)
             return x0.clamp(*self.data_range) if clip else x0
@@ -267,10 +296,42 @@ class Denoiser(nn.Module):
             return pred.x0
         return x_hat - expand_like(sigma, x_hat) * pred.eps  # exact at sigma beyond the clamped range
 
+    def consistency_fn(self, x_hat: torch.Tensor, sigma: torch.Tensor | float, y: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """The consistency function f(x_hat, sigma) with the boundary condition f(x, sigma_min) = x built in (Song
+        et al. 2023, Eq. 5). EDM-preconditioned networks: f = c_skip x + c_out F(c_in x; ln(sigma)/4) with
+        c_skip = sigma_d^2 / ((sigma - sigma_min)^2 + sigma_d^2), c_out = (sigma - sigma_min) sigma_d /
+        sqrt(sigma^2 + sigma_d^2); any other denoiser (eps, x0 or score outputs, VP or VE): f = x + (1 - sigma_min /
+        sigma)(D(x; sigma) - x), which for an eps-network is x - (sigma - sigma_min) eps. ``y``: class labels."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=self.process.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x_hat.shape[0])
+        s_min = self.sigma_min
+        if self.precond == "edm":
+            c_skip, c_out = consistency_coefficients(sigma, self.sigma_data, s_min)
+            _, _, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
+            out = self._call(expand_like(c_in, x_hat) * x_hat, c_noise.to(x_hat.device, x_hat.dtype), y, None)
+            return expand_like(c_skip, x_hat) * x_hat + expand_like(c_out, x_hat) * out.to(x_hat.dtype)
+        d = self._plain_denoise(x_hat, sigma, y)
+        return x_hat + expand_like(1 - s_min / sigma, x_hat) * (d - x_hat)
+
+    def _plain_denoise(self, x_hat: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """D(x_hat; sigma) through the discrete network (no consistency view), as :meth:`denoise` computes it."""
+        a = self.process.scale_of_sigma(sigma)
+        t = self.process.t_of_sigma(sigma)
+        pred = self._predict(expand_like(a, x_hat) * x_hat, t, y=y)
+        if self.output in (Output.X0, Output.MEAN):
+            return pred.x0
+        return x_hat - expand_like(sigma, x_hat) * pred.eps
+
     @property
     def sigma_min(self) -> float:
+        if self._boundary:
+            return self._boundary
         return EDM_SIGMA_MIN if self.precond == "edm" else self.process.sigma_min
 
     @property
     def sigma_max(self) -> float:
+        if self._top:
+            return self._top
         return EDM_SIGMA_MAX if self.precond == "edm" else self.process.sigma_max

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import FEWSTEP_LOSSES
 from .data.sources import build_source
 from .denoiser import Denoiser
 from .dist import Dist
@@ -163,6 +164,8 @@ def final_report(denoiser: Denoiser, run, dist: Dist | None = None, progress: bo
         summary["sampling_s"] = round(time.perf_counter() - t0, 1)
         # continuous-time (likelihood-weighted) models: the ODE likelihood; DDPM's discrete losses: the bound
         method = "ode" if cfg.training.loss == "likelihood" else "vlb" if cfg.process.kind != "ve" else None
+        if cfg.training.loss in FEWSTEP_LOSSES:  # a consistency function has no likelihood; pd students skip it
+            method = None
         if cfg.eval.bpd_images and method:
             t1 = time.perf_counter()
             summary["bpd"] = bits_per_dim(denoiser, split="test", n=cfg.eval.bpd_images, seed=cfg.sampling.seed,

@@ -26,3 +26,13 @@ def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     """EDM's loss weight lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2."""
     sigma = torch.as_tensor(sigma, dtype=torch.float64)
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def consistency_coefficients(sigma: torch.Tensor, sigma_data: float, sigma_min: float) -> tuple[torch.Tensor, ...]:
+    """(c_skip, c_out) of a consistency function with the boundary condition built in (Song et al. 2023, Appendix
+    C; openai/consistency_models): c_skip = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2), c_out =
+    (sigma - sigma_min) sigma_data / sqrt(sigma^2 + sigma_data^2); at sigma_min, c_skip = 1 and c_out = 0."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    c_skip = sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
+    c_out = (sigma - sigma_min) * sigma_data / (sigma**2 + sigma_data**2).sqrt()
+    return c_skip, c_out

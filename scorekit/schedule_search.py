@@ -47,6 +47,13 @@ def candidates(denoiser, sampler: str, steps: int) -> dict[str, list]:
             out[f"karras rho={rho:g}"] = level_schedule(process, steps, "karras", rho).tolist()
         return {k: v for k, v in out.items() if v[-1] == process.num_levels - 1}
     out = {}
+    if sampler == "consistency":  # the re-noising levels between sigma_max and sigma_min (excluded)
+        for rho in (1.0, 2.0, 3.0, 5.0, 7.0, 10.0):
+            for lo in (1.0, 4.0, 16.0):
+                s_min = min(denoiser.sigma_min * lo, denoiser.sigma_max / 2)
+                grid = karras_sigmas(steps + 1, s_min, denoiser.sigma_max, rho)
+                out[f"karras rho={rho:g} sigma_min x{lo:g}"] = [*grid[:steps].tolist(), 0.0]
+        return out
     for rho in (1.0, 2.0, 3.0, 5.0, 7.0, 10.0):
         for lo in (1.0, 2.0, 4.0):
             s_min = min(denoiser.sigma_min * lo, denoiser.sigma_max / 2)

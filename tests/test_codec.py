@@ -143,3 +143,49 @@ def test_bpd_codec_prints_the_measured_codelength_beside_the_bound(digits_run, c
     assert res["codec"]["bits_per_dim"] == pytest.approx(res["bpd"], rel=0.03)
     assert main(["bpd", str(digits_run / "run"), "--codec", "--method", "ode"]) == 2
     assert "use it with --method vlb" in capsys.readouterr().err
+
+
+def test_the_header_is_compressed_and_names_are_optional(digits_run):
+    """Format 2: 300 sequential names cost under 2 bytes each (LZMA), not the 20 of plain JSON; without names the
+    header is under 200 bytes; the file's rate counts every byte; format-1 files still decode."""
+    import hashlib
+    import json
+
+    from scorekit.codec import MAGIC_V1, read_header, weights_sha256
+    from scorekit.data import digits
+    from scorekit.run import load
+
+    d = load(digits_run / "run")
+    x = digits("test").images[:300]
+    names = [f"test-{i:05d}.png" for i in range(300)]
+    named, rn = compress(d, x, names=names, source="runs/digits")
+    bare, rb = compress(d, x)
+    plain_names = len(json.dumps(names))
+    assert rb["header_bytes"] < 200 and rn["header_bytes"] - rb["header_bytes"] < 2 * 300 < plain_names / 3
+    assert rn["file_bytes"] == len(named) and rn["file_bits_per_dim"] == 8 * len(named) / (300 * 64)
+    assert rb["file_bytes"] == rb["header_bytes"] + rb["payload_bytes"]
+    header, payload = read_header(named)
+    assert header["names"] == names and header["source"] == "runs/digits" and "names" not in read_header(bare)[0]
+    assert torch.equal(decompress(d, bare), x)
+    # the same payload in a format-1 container (plain JSON, full hashes) still decodes
+    old = {k: v for k, v in header.items() if k not in ("weights", "payload", "images")}
+    old.update(format=1, weights_sha256=weights_sha256(d), payload_sha256=hashlib.sha256(payload).hexdigest(),
+               images_sha256=hashlib.sha256(x.numpy().tobytes()).hexdigest())
+    blob = json.dumps(old).encode()
+    v1 = MAGIC_V1 + len(blob).to_bytes(8, "little") + blob + payload
+    assert torch.equal(decompress(d, v1), x)
+
+
+def test_decompress_refuses_names_that_leave_the_folder(digits_run, tmp_path, capsys):
+    from scorekit.cli import main
+    from scorekit.data import digits
+    from scorekit.run import load
+
+    d = load(digits_run / "run")
+    data, _ = compress(d, digits("test").images[:2], names=["ok.png", "../escaped.png"])
+    (tmp_path / "f.skc").write_bytes(data)
+    out = tmp_path / "out"
+    assert main(["decompress", str(digits_run / "run"), str(tmp_path / "f.skc"), "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "would be written outside --out" in capsys.readouterr().err
+    assert not (tmp_path / "escaped.png").exists() and not out.exists()

@@ -39,8 +39,10 @@ def _run(name, d, steps, n=3000):
     return sample(d, name, (n, 2), ImageRNG(1, n, per_image=False), steps=steps, **opts)
 
 
+# multistep consistency sampling needs a consistency function (tests/test_fewstep.py checks it with the exact one);
+# through the view of a plain denoiser it jumps to posterior means, which is not a solver of the ODE
 @pytest.mark.parametrize("kind", ["vp", "ve"])
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"consistency"}))
 def test_every_sampler_approaches_the_mixture_as_steps_grow(kind, name):
     """3000 samples: the weight's standard error is 0.008, the mean's ~0.01, the covariance's ~0.01."""
     d = exact_denoiser(MIX, PROCESSES[kind], data_range=(-1, 1))

@@ -27,11 +27,13 @@ FILES = {
     "ddpm-objectives": ["ddpm-objectives.csv", "ddpm-objectives.json"],
     "guidance": ["guidance.csv", "guidance.png", "guidance.json"],
     "recipes": ["recipes.csv", "recipes.png", "recipes.json"],
+    "few-step": ["few-step.csv", "few-step.png", "few-step.json"],
 }
 
 
 def study(name, folder, *extra):
-    overrides = {"ddpm-objectives": TINY_DDPM, "guidance": TINY_DDPM, "recipes": TINY_DDPM + TINY_NCSN}
+    overrides = {"ddpm-objectives": TINY_DDPM, "guidance": TINY_DDPM, "recipes": TINY_DDPM + TINY_NCSN,
+                 "few-step": TINY_DDPM}
     overrides = overrides.get(name, TINY_NCSN)
     assert main(["study", name, "--out", str(folder), "--steps", "6", "--n", "24", "--checkpoints", "2",
                  "--no-progress", *extra, *overrides, "training.batch_size=16"]) == 0
@@ -99,6 +101,20 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
         assert post["fds"] == pytest.approx(direct["fds"], rel=1e-3)
         a, b = (load_checkpoint(RunDir(tmp_path / "runs" / arm).latest()) for arm in ("edm", "edm_direct"))
         assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+    elif name == "few-step":
+        rows = {(r["run"], r["sampler"]): r for r in res["rows"]}
+        assert {r["method"] for r in res["rows"]} == {"teacher", "ect", "cd", "pd", "ct"}
+        assert {r["teacher"] for r in res["rows"]} == {"ddpm", "ncsnv2-unet"}
+        one = rows[("ect from ddpm-digits", "consistency 1")]
+        assert one["nfe"] == 1 and rows[("cd from ncsnv2-unet-digits", "consistency 4")]["nfe"] == 4
+        seeds = [_eval(tmp_path, "ddpm-ect", f"few-step_consistency_steps1_n24_seed{s}")["fd"] for s in (0, 1, 2)]
+        assert one["fds"] == seeds and one["fd"] == pytest.approx(np.mean(seeds))
+        full = rows[("ddpm-digits (teacher)", "ancestral 20 (all levels)")]
+        assert full["nfe"] == 20 and full["seeds"] == 1 and one["seeds"] == 3
+        assert rows[("pd from ddpm-digits", "DDIM 2 (its levels)")]["nfe"] == 2
+        assert one["images_vs_teacher"] == pytest.approx(2 / 6)  # 0.4 x 6 steps, rounded
+        student = load_config(tmp_path / "runs" / "ddpm-ect" / "config.yaml")
+        assert student.model.consistency and student.model.output == "v" and student.fewstep.teacher
     else:
         rows = {r["arm"]: r for r in res["rows"]}
         assert len(rows) == 6

@@ -106,14 +106,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
     check_codable(denoiser)
     images, names = read_images(args.images, tuple(denoiser.image_shape))
     bar, tick = _bar(len(images), args, "compress")
-    data, rates = compress(denoiser, images, source=str(args.run), names=names, batch_size=args.batch_size,
-                           progress=tick)
+    data, rates = compress(denoiser, images, source=str(args.run), names=None if args.no_names else names,
+                           batch_size=args.batch_size, progress=tick)
     bar.close()
     atomic_write_bytes(args.out, data)
     raw = images.numel()
     print(f"compressed {len(images)} images ({raw} bytes) into {args.out}: {rates['file_bytes']} bytes, "
-          f"{rates['file_bits_per_dim']:.4f} bits/dim ({rates['bits_per_dim']:.4f} without the "
-          f"{rates['initial_bits']} initial bits and the header)")
+          f"{rates['file_bits_per_dim']:.4f} bits/dim as a file ({rates['bits_per_dim']:.4f} for the chain alone, "
+          f"without the {rates['initial_bits']} initial bits and the {rates['header_bytes']}-byte header)")
     if args.json:
         print(json.dumps(rates))
     return 0
@@ -134,13 +134,17 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         raise ScorekitError(f"--out {args.out}: exists and is not a folder")
     data = Path(args.file).read_bytes()
     header, _ = read_header(data)
+    names = header.get("names") or [f"{i:06d}.png" for i in range(header["count"])]
+    for name in names:
+        parts = Path(str(name)).parts
+        if not parts or Path(str(name)).is_absolute() or ".." in parts:
+            raise ScorekitError(f"{args.file}: the image name {name!r} would be written outside --out; refused")
     denoiser = load(args.run, device="cpu")
     bar, tick = _bar(header["count"], args, "decompress")
     images = decompress(denoiser, data, progress=tick)
     bar.close()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = header.get("names") or [f"{i:06d}.png" for i in range(len(images))]
     for name, img in zip(names, images):
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +163,8 @@ def _compress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="the compressed file")
     p.add_argument("--batch-size", type=Number(int, 1, 4096), default=300,
                    help="images coded together at most (300; the first chunks are smaller: see scorekit/codec.py)")
+    p.add_argument("--no-names", action="store_true",
+                   help="leave the file names out (decompress then names the images 000000.png, 000001.png, ...)")
     p.add_argument("--json", action="store_true", help="also print the rates as JSON")
 
 

@@ -41,11 +41,18 @@ def cmd_train(args: argparse.Namespace) -> int:
       scorekit train ddpm-cifar10 data.path=/data/cifar-10-batches-py --out runs/cifar10
       torchrun --nproc_per_node 8 -m scorekit train ddpm-cifar10 data.path=... --out runs/cifar10
     """
-    from ..evaluate import describe
     from ..training import train_run
 
     result = train_run(args.config, args.out, args.overrides, device=args.device, progress=not args.no_progress,
                        evaluate=not args.no_eval)
+    report_training(result)
+    return 0
+
+
+def report_training(result) -> None:
+    """What `train` and `distill` print at the end: the times apart, then the summary's lines."""
+    from ..evaluate import describe
+
     if result.summary:
         s = result.summary
         times = [f"training {s['train_s']:.0f} s ({s['trained_steps']} steps)", f"sampling {s['sampling_s']:.0f} s"]
@@ -56,7 +63,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(line)
     elif not result.interrupted:
         print(f"trained {result.run} to step {result.step} in {result.train_seconds:.0f} s (no evaluation: --no-eval)")
-    return 0
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -213,6 +219,10 @@ def cmd_bpd(args: argparse.Namespace) -> int:
 
     dist = setup(args.device)
     denoiser = _load(args, dist.device)
+    if denoiser.consistency:
+        raise ScorekitError(f"{args.run}: a consistency model (model.consistency=true) has no likelihood to measure: "
+                            "its network maps a noisy image to the end of its ODE trajectory, it is not a denoiser "
+                            "(measure its teacher, or the samples with `scorekit eval`)")
     if args.method == "vlb" and denoiser.process.kind == "ve":
         raise ScorekitError("--method vlb: the variational bound is computed for VP and sub-VP runs; use --method ode")
     if args.codec and args.method != "vlb":

@@ -205,6 +205,12 @@ def export_refusal(cfg: Config) -> str | None:
     """Why diffusers' UNet2DModel + DDPMScheduler + DDPMPipeline cannot express this run (None if they can),
     naming the setting."""
     m = cfg.model
+    if m.consistency:
+        return ("model.consistency=true: the network is a consistency function f(x, sigma) sampled in one or a few "
+                "jumps, which DDPMPipeline's ancestral sampling cannot express")
+    if cfg.training.loss == "pd":
+        return ("training.loss=pd: a progressively distilled student samples on its own few DDIM levels; "
+                "DDPMPipeline would run it on all 1000")
     if cfg.process.kind != "vp":
         return f"process.kind={cfg.process.kind}: diffusers' DDPMScheduler is the VP (DDPM) process"
     if m.arch != "unet":

@@ -14,6 +14,7 @@ import torch
 from ..denoiser import Denoiser
 from ..rng import ImageRNG
 from .ancestral import sample_ancestral
+from .consistency import sample_consistency
 from .langevin import sample_langevin, sample_pc
 from .ode import sample_ddim, sample_dpm2m, sample_euler, sample_euler_ancestral, sample_heun, sample_rk45
 from .schedules import searched
@@ -32,6 +33,7 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "edm_stochastic": sample_edm_stochastic,  # EDM Algorithm 2
     "dpm2m_sde": sample_dpm2m_sde,  # DPM-Solver++(2M) SDE
     "restart": sample_restart,  # Restart sampling (Xu et al. 2023)
+    "consistency": sample_consistency,  # multistep consistency sampling (Song et al. 2023, Algorithm 1)
 }
 DISCRETE = ("ancestral", "pc", "ddim")  # samplers on the model's levels (schedules give level indices)
 

@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import save_checkpoint
-from ..config import BOUND_LOSSES, Config
+from ..config import BOUND_LOSSES, FEWSTEP_LOSSES, Config
 from ..data import BatchStream, build_source, micro_batch_slice, preprocess
 from ..data.augment import apply as augment_apply
 from ..denoiser import Denoiser
@@ -33,6 +33,7 @@ from ..progress import progress
 from ..rng import image_seed
 from ..run import RunDir, read_checkpoint, resolve_run
 from .draws import FixedBatches, step_draws
+from .fewstep import FewStep, pd_schedule
 from .losses import ddpm_loss, dsm_loss, edm_loss, likelihood_loss
 from .tsampling import LossSecondMomentSampler
 
@@ -119,6 +120,9 @@ class Trainer:
         self.t_sampler = None  # improved DDPM's importance sampling of t for L_vlb
         if tc.t_sampling == "importance" and tc.loss in BOUND_LOSSES:
             self.t_sampler = LossSecondMomentSampler(self.denoiser.process.num_levels)
+        self.fewstep = None  # consistency distillation / training, progressive distillation
+        if tc.loss in FEWSTEP_LOSSES:
+            self.fewstep = FewStep(cfg, self.denoiser, self._teacher())
         self.train_net = self.net
         if tc.compile:
             self.train_net = torch.compile(self.train_net)
@@ -128,9 +132,33 @@ class Trainer:
 
     # ----- checkpoints ----------------------------------------------------------------------------------
 
+    def _teacher(self) -> Denoiser | None:
+        """A distillation's frozen teacher (fewstep.teacher, a file in the run folder written by `scorekit distill`)."""
+        if not self.cfg.fewstep.teacher:
+            return None
+        from ..run import load
+
+        path = self.run.path / self.cfg.fewstep.teacher
+        if not path.is_file():
+            raise CheckpointError(f"{path}: the teacher's weights are missing (fewstep.teacher); start the "
+                                  "distillation again with `scorekit distill`")
+        return load(path, device=self.device)
+
+    def _start_from_teacher(self) -> None:
+        """Step 0 of a distillation: the student (and its EMA and target) start as the teacher's network."""
+        teacher = self.fewstep.teacher if self.fewstep is not None else None
+        if teacher is None:
+            return
+        self.net.load_state_dict(teacher.net.state_dict())
+        if self.ema is not None:
+            self.ema.load_state_dict(self.net.state_dict())
+        if self.fewstep.target is not None:
+            self.fewstep.target.load_state_dict(self.net.state_dict())
+
     def resume(self) -> bool:
         latest = self.run.latest()
         if latest is None:
+            self._start_from_teacher()
             return False
         ck = read_checkpoint(latest, map_location=self.device)
         try:
@@ -143,6 +171,8 @@ class Trainer:
                 e.load_state_dict(ck.extra.get(f"phema{i}", ck.model))
             if self.t_sampler is not None and "tsampler" in ck.extra:
                 self.t_sampler.load_state_dict(ck.extra["tsampler"])
+            if self.fewstep is not None:
+                self.fewstep.load_state_dict(ck.extra, ck.step)
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{latest}: does not fit this configuration ({str(e).splitlines()[0]})") from None
         self.step = ck.step
@@ -156,7 +186,8 @@ class Trainer:
                 model=self.net.state_dict(), ema=self.ema.state_dict() if self.ema else None,
                 optimizer=self.optimizer.state_dict(),
                 extra={**{f"phema{i}": e.state_dict() for i, e in enumerate(self.phema)},
-                       **({"tsampler": self.t_sampler.state_dict()} if self.t_sampler is not None else {})},
+                       **({"tsampler": self.t_sampler.state_dict()} if self.t_sampler is not None else {}),
+                       **(self.fewstep.state_dict() if self.fewstep is not None else {})},
                 state={"samples_seen": self.step * self.cfg.training.batch_size, "seed": self.cfg.training.seed,
                        "rng": "per-step generators seeded by (training.seed, step); nothing else to restore"})
             self.run.prune(self.cfg.training.keep_checkpoints)
@@ -203,8 +234,11 @@ class Trainer:
             last = micro == tc.grad_accum - 1
             with contextlib.nullcontext() if last or not dist.enabled else self.train_net.no_sync():
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    loss = objective(cfg, self.train_denoiser, x0, d.t, d.noise, y, sigma=d.sigma, aug=aug,
-                                     weight=d.weight).float()
+                    if self.fewstep is not None:
+                        loss = self.fewstep.loss(self.train_denoiser, x0, d.noise, y, self.step, sl).float()
+                    else:
+                        loss = objective(cfg, self.train_denoiser, x0, d.t, d.noise, y, sigma=d.sigma, aug=aug,
+                                         weight=d.weight).float()
                     if self.t_sampler is not None:
                         per_image[sl] = loss.detach().double()
                         loss = loss * d.weight.float()
@@ -222,6 +256,8 @@ class Trainer:
                 self.ema.update(self.net)
             for e in self.phema:
                 e.update(self.net, self.step + 1)
+            if self.fewstep is not None:
+                self.fewstep.after_step(self.net, self.step + 1)
         self.step += 1
         return float(loss_all), float(grad_norm), finite
 
@@ -230,6 +266,8 @@ class Trainer:
     @torch.no_grad()
     def fixed_losses(self, train_source) -> dict[str, float]:
         """The objective on the fixed batches of :class:`FixedBatches` (train_loss_fixed, test_loss)."""
+        if self.fewstep is not None:  # the few-step objectives have no fixed-noise form
+            return {}
         if self._fixed is None:
             self._fixed = FixedBatches(self.cfg, self.denoiser, train_source, self.device)
         self.net.eval()
@@ -405,6 +443,13 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
             print(f"interrupted: checkpoint written at step {result.step} in {run.checkpoint_dir}; "
                   f"run `scorekit train {run.path}` to resume", flush=True)
         return result
+    if cfg.training.loss == "pd" and dist.main:  # the student samples on the last round's levels (schedule auto)
+        from ..schedule_search import save_schedule
+
+        f = trainer.fewstep
+        grid = pd_schedule(cfg, f.sigma_min, f.sigma_max)
+        save_schedule(run.path, "euler", cfg.fewstep.pd_final, {"schedule": grid.tolist()},
+                      "progressive distillation's final levels")
     if evaluate:
         from ..evaluate import final_report
 

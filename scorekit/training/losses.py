@@ -25,6 +25,10 @@ def mse_target(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: torch
         return x0
     if out is Output.MEAN:
         return denoiser.process.q_posterior(x0, x_t, t)[0]
+    if out is Output.V:  # (eps - sigma x0) / sqrt(1 + sigma^2), sigma = s / a (VP: a eps - s x0)
+        a, s = denoiser.process.alpha_s(t)
+        sig = expand_like(s / a, eps)
+        return (eps - sig * x0) / (1 + sig**2).sqrt()
     _, s = denoiser.process.alpha_s(t)
     return -eps / expand_like(s, eps) if out is Output.SCORE else -eps
 
