@@ -49,9 +49,10 @@ import torch
 
 from .errors import ScorekitError
 from .images import from_uint8
+from .likelihood import data_values, value_edges
 
 MAGIC_V1 = b"SCOREKIT-BITSBACK-1\n"  # format 1: plain JSON header (read, no longer written)
-MAGIC = b"SKBB\x02"  # format 2: the header is LZMA-compressed JSON, hashes cut to 128 bits, names optional
+MAGIC = b"SKBB\x02"  # format 2: three 128-bit hashes, then LZMA-compressed JSON (names optional)
 HASH_HEX = 32  # 128 bits of each SHA-256: integrity checks, not signatures
 LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 BINS_PER_STD = 4  # latent grid of level t: sqrt(step variance_t) / 4
@@ -125,6 +126,11 @@ class Chain:
         abar = a * a
         self.range = abar.sqrt() * max(abs(v) for v in d.data_range) + RANGE_STDS * (1 - abar).sqrt()
         self.device = d.device
+        # the data's values (data.values): the decoder's bins and the pixel symbols (an index into them)
+        v = data_values(d)
+        self.values = v if v is not None else torch.arange(256)
+        self.lut = torch.full((256,), -1, dtype=torch.long)
+        self.lut[self.values] = torch.arange(len(self.values))
         c = _constriction().stream.model
         self.window = c.QuantizedGaussian(-WINDOW, WINDOW)
         self.full = [None] * self.T
@@ -158,7 +164,8 @@ class Chain:
         if d.variance.is_learned:
             log_var = torch.round(log_var * 1024) / 1024
         if t == 0:
-            return decoder_table(torch.round(mean.double().cpu() * 2**20) / 2**20, 0.5 * log_var, d.data_range)
+            return decoder_table(torch.round(mean.double().cpu() * 2**20) / 2**20, 0.5 * log_var, d.data_range,
+                                 self.values)
         unit = float(self.delta[t - 1])
         mean_bins = torch.round(mean.double().cpu() / unit * MEAN_GRID) / MEAN_GRID
         return mean_bins.flatten().numpy(), (torch.exp(0.5 * log_var) / unit).flatten().numpy()
@@ -167,15 +174,14 @@ class Chain:
         return np.zeros(n), np.full(n, 1.0 / float(self.delta[self.T - 1]))
 
 
-def decoder_table(mean: torch.Tensor, log_scale: torch.Tensor, data_range: tuple[float, float]) -> np.ndarray:
-    """Probabilities of the 256 pixel values under DDPM's discretized Gaussian decoder (Eq. 13): bins of width
-    (hi - lo) / 255 around each value, the outermost extended to infinity; shape (pixels, 256), float64."""
-    lo, hi = data_range
-    centres = torch.linspace(lo, hi, 256, dtype=torch.float64)
-    half = (hi - lo) / 255.0 / 2.0
+def decoder_table(mean: torch.Tensor, log_scale: torch.Tensor, data_range: tuple[float, float],
+                  values: torch.Tensor | None = None) -> np.ndarray:
+    """Probabilities of the data's pixel values (``values``, uint8; all 256 by default) under DDPM's discretized
+    Gaussian decoder (Eq. 13): one bin per value reaching half-way to its neighbours (width (hi - lo) / 255 for
+    8-bit data), the outermost extended to infinity; shape (pixels, len(values)), float64."""
+    centres, edges = value_edges(torch.arange(256) if values is None else values, data_range)
     m, inv = mean.flatten()[:, None], torch.exp(-log_scale.flatten())[:, None]
-    z_hi, z_lo = (centres + half - m) * inv, (centres - half - m) * inv
-    z_hi[:, -1], z_lo[:, 0] = math.inf, -math.inf
+    z_hi, z_lo = (edges[1:] - m) * inv, (edges[:-1] - m) * inv
     below = torch.special.ndtr(z_hi) - torch.special.ndtr(z_lo)
     above = torch.special.ndtr(-z_lo) - torch.special.ndtr(-z_hi)  # the same, without 1 - tiny rounding to 1
     probs = torch.where(centres > m, above, below)
@@ -207,8 +213,8 @@ class _Coder:
     def pop_pixels(self, table) -> torch.Tensor:
         return torch.from_numpy(self.ans.decode(self.pixels, table).astype(np.int64))
 
-    def push_pixels(self, u8: torch.Tensor, table) -> None:
-        self.ans.encode_reverse(u8.flatten().numpy().astype(np.int32), self.pixels, table)
+    def push_pixels(self, symbols: torch.Tensor, table) -> None:
+        self.ans.encode_reverse(symbols.flatten().numpy().astype(np.int32), self.pixels, table)
 
 
 def _encode_chunk(coder: _Coder, chain: Chain, u8: torch.Tensor) -> None:
@@ -217,7 +223,7 @@ def _encode_chunk(coder: _Coder, chain: Chain, u8: torch.Tensor) -> None:
     for t in range(chain.T):
         k = coder.pop_q(chain, t, prev).reshape(u8.shape)  # x_t ~ q(x_t | x_{t-1})
         if t == 0:
-            coder.push_pixels(u8, chain.p(0, k))  # x_0 with the decoder p(x_0 | x_1)
+            coder.push_pixels(chain.lut[u8.long()], chain.p(0, k))  # x_0 with the decoder p(x_0 | x_1)
         else:
             coder.push(chain.full_model(t - 1), prev, *chain.p(t, k))  # x_{t-1} with p(x_{t-1} | x_t)
         prev = k
@@ -229,7 +235,7 @@ def _decode_chunk(coder: _Coder, chain: Chain, shape: tuple[int, ...]) -> torch.
     k = coder.pop(chain.full_model(chain.T - 1), *chain.prior(n)).reshape(shape)
     for t in range(chain.T - 1, -1, -1):
         if t == 0:
-            u8 = coder.pop_pixels(chain.p(0, k)).reshape(shape).to(torch.uint8)
+            u8 = chain.values[coder.pop_pixels(chain.p(0, k))].reshape(shape).to(torch.uint8)
             prev = from_uint8(u8, chain.denoiser.data_range).double()
         else:
             prev = coder.pop(chain.full_model(t - 1), *chain.p(t, k)).reshape(shape)
@@ -257,26 +263,51 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:HASH_HEX]
 
 
+HASHES = ("weights", "payload", "images")  # stored as raw bytes after MAGIC, in this order
+
+
 def pack_header(header: dict) -> bytes:
-    """MAGIC, the compressed header's length (4 bytes) and the header: JSON compressed with raw LZMA2 (no
-    container), so that 300 file names cost a few hundred bytes, not six thousand."""
-    blob = lzma.compress(json.dumps(header, separators=(",", ":")).encode(), format=lzma.FORMAT_RAW,
+    """MAGIC, the three hashes as 16 raw bytes each, the compressed header's length (4 bytes) and the rest of the
+    header: JSON compressed with raw LZMA2 (no container), so that 300 file names cost a few hundred bytes, not
+    six thousand, and a file without names carries about 150 bytes of header."""
+    rest = {k: v for k, v in header.items() if k not in (*HASHES, "format", "bins_per_std")}
+    blob = lzma.compress(json.dumps(rest, separators=(",", ":")).encode(), format=lzma.FORMAT_RAW,
                          filters=LZMA_FILTERS)
-    return MAGIC + len(blob).to_bytes(4, "little") + blob
+    return MAGIC + b"".join(bytes.fromhex(header[k]) for k in HASHES) + len(blob).to_bytes(4, "little") + blob
+
+
+def coding_chain(denoiser, levels: int = 0):
+    """The model on ``levels`` of its T levels spread evenly (both ends kept; improved DDPM's respacing), the chain
+    the codec walks: T network calls per chunk of images become ``levels``; the rate follows that chain's bound
+    (`scorekit bpd RUN --levels K`). 0 or T: the whole chain."""
+    from .samplers.common import respace
+
+    T = denoiser.process.num_levels
+    if not 0 <= levels <= T:
+        raise CodecError(f"--levels {levels}: choose 1..{T} (the run's levels), or 0 for all")
+    return respace(denoiser, levels or T, "uniform")
 
 
 def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[str] | None = None,
-             batch_size: int = MAX_CHUNK, progress=None) -> tuple[bytes, dict]:
+             batch_size: int = MAX_CHUNK, levels: int = 0, progress=None) -> tuple[bytes, dict]:
     """The file (header + ANS words) for uint8 ``images`` (N, C, H, W), and the measured rates. ``names`` (one
     per image) are recorded for the decompressed files, if given; ``batch_size`` caps the images coded together
     (the chunks are recorded in the header, so decoding needs no option). The rates: ``bits_per_dim`` of the
     chain alone (the codelength against the bound), ``file_bits_per_dim`` of the whole file (header and initial
-    bits included, the figure to compare with PNG or bz2 on the same bytes)."""
+    bits included, the figure to compare with PNG or bz2 on the same bytes). ``levels``: code on that many of the
+    model's levels (:func:`coding_chain`; recorded in the header)."""
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ScorekitError("the codec takes uint8 images of shape (N, C, H, W)")
     if tuple(images.shape[1:]) != tuple(denoiser.image_shape):
         raise ScorekitError(f"images of shape {tuple(images.shape[1:])}; the model codes {tuple(denoiser.image_shape)}")
-    chain, dims = Chain(denoiser), math.prod(images.shape[1:])
+    full_levels = denoiser.process.num_levels
+    chain, dims = Chain(coding_chain(denoiser, levels)), math.prod(images.shape[1:])
+    outside = chain.lut[images.long()] < 0
+    if bool(outside.any()):
+        i = int(outside.flatten(1).any(1).nonzero()[0])
+        value = int(images[i][outside[i]][0])
+        raise CodecError(f"image {names[i] if names else i}: pixel value {value} is not among the run's "
+                         f"{len(chain.values)} data values (data.values); this model cannot code it")
     init = _initial_words(initial_words(dims))
     coder = _Coder(init.copy())
     chunks, start = [], 0
@@ -296,6 +327,10 @@ def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[st
     header = {"format": 2, "weights": weights_sha256(denoiser)[:HASH_HEX], "shape": list(images.shape[1:]),
               "count": len(images), "chunks": chunks, "bins_per_std": BINS_PER_STD, "initial_words": len(init),
               "payload": _sha(payload), "images": _sha(images.cpu().numpy().tobytes())}
+    if len(chain.values) < 256:
+        header["values"] = chain.values.tolist()
+    if chain.T < full_levels:
+        header["levels"] = chain.T
     if names:
         header["names"] = list(names)
     if source:
@@ -312,27 +347,31 @@ def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[st
 
 def read_header(data: bytes) -> tuple[dict, bytes]:
     """The header (as format 2's keys, whichever format the file has) and the payload; refuses a damaged file."""
-    if data.startswith(MAGIC_V1):  # format 1: 8-byte length, plain JSON, full hashes
-        magic, width = MAGIC_V1, 8
-    elif data.startswith(MAGIC):
-        magic, width = MAGIC, 4
+    if data.startswith(MAGIC_V1):  # format 1: 8-byte length, plain JSON with full hashes
+        start, width = len(MAGIC_V1), 8
+    elif data.startswith(MAGIC):  # format 2: the hashes, a 4-byte length, LZMA-compressed JSON
+        start, width = len(MAGIC) + 16 * len(HASHES), 4
     else:
         raise CodecError("not a scorekit compressed file (bad magic bytes)")
-    if len(data) < len(magic) + width:
+    if len(data) < start + width:
         raise CodecError("truncated file (no header)")
-    n = int.from_bytes(data[len(magic):len(magic) + width], "little")
-    blob, payload = data[len(magic) + width:len(magic) + width + n], data[len(magic) + width + n:]
+    n = int.from_bytes(data[start:start + width], "little")
+    blob, payload = data[start + width:start + width + n], data[start + width + n:]
     try:
-        if magic == MAGIC:
+        if width == 4:
             blob = lzma.decompress(blob, format=lzma.FORMAT_RAW, filters=LZMA_FILTERS)
         header = json.loads(blob)
     except (lzma.LZMAError, json.JSONDecodeError, UnicodeDecodeError):
         raise CodecError("corrupted or truncated header") from None
     if not isinstance(header, dict):
         raise CodecError("corrupted header")
-    if magic == MAGIC_V1:
+    if width == 8:
         header.update(weights=header.get("weights_sha256", ""), payload=header.get("payload_sha256", ""),
                       images=header.get("images_sha256", ""))
+    else:
+        raw = data[len(MAGIC):start]
+        header.update({k: raw[16 * i:16 * i + 16].hex() for i, k in enumerate(HASHES)}, format=2,
+                      bins_per_std=BINS_PER_STD)
     digest = hashlib.sha256(payload).hexdigest()
     if not header.get("payload") or not digest.startswith(str(header["payload"])):
         raise CodecError("corrupted or truncated file: the payload's SHA-256 does not match its header")
@@ -350,7 +389,10 @@ def decompress(denoiser, data: bytes, *, progress=None) -> torch.Tensor:
                          f"{header['weights'][:12]}..., this run's {mine[:12]}...)")
     if len(payload) % 4:
         raise CodecError("corrupted file: the payload is not a whole number of 32-bit words")
-    chain = Chain(denoiser)
+    chain = Chain(coding_chain(denoiser, int(header.get("levels", 0))))
+    if header.get("values", list(range(256))) != chain.values.tolist():
+        raise CodecError(f"the file codes {len(header.get('values', range(256)))} pixel values; this run's data has "
+                         f"{len(chain.values)} (data.values differs: another configuration of the run)")
     coder = _Coder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     shape, out, done = tuple(header["shape"]), [], 0
     with _one_thread():

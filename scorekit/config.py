@@ -64,6 +64,10 @@ class DataConfig:
     dequantize: str = "none"  # uniform dequantization (NCSN v1) or none
     augment: float = 0.0  # non-leaky augmentation (EDM): probability of each geometric transform; 0 = none
     max_images: int = 0  # train on the first this many training images; 0 = all
+    # the data's quantisation: the uint8 values its pixels take (the decoder's bins, the codec's symbols; [] = all
+    # 256); detect_values=true fills it from the training images when a run starts (the digits: 17 values)
+    values: list[int] = field(default_factory=list)
+    detect_values: bool = False
     num_workers: int = 0  # data-loader worker processes
 
 

@@ -32,6 +32,10 @@ def validate(cfg: Config) -> Config:
                     "training.test_every", "training.sample_every", "data.centre_crop", "data.num_workers",
                     "eval.bpd_images", "eval.proxy_samples", "model.num_classes", "training.snapshot_every",
                     "data.max_images"], strict=False)
+    v = cfg.data.values
+    if v and (not all(isinstance(x, int) and 0 <= x <= 255 for x in v) or any(b <= a for a, b in zip(v, v[1:]))):
+        raise ConfigError(f"data.values: the data's uint8 values, increasing, each in 0..255 (or [] for all 256), "
+                          f"got {v}")
     if cfg.data.channels not in (1, 3):
         raise ConfigError(f"data.channels: must be 1 or 3, got {cfg.data.channels}")
     if cfg.model.num_classes and cfg.model.arch == "ncsn":

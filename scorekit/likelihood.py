@@ -45,6 +45,38 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return out.clamp_min(math.log(1e-12))
 
 
+def data_values(denoiser) -> torch.Tensor | None:
+    """The uint8 values the model's data take (``data.values``), or None for all 256."""
+    cfg = getattr(denoiser, "config", None)
+    values = cfg.data.values if cfg is not None else None
+    return torch.tensor(values, dtype=torch.long) if values and len(values) < 256 else None
+
+
+def value_edges(values: torch.Tensor, data_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's bins for data on ``values`` (uint8): the values' centres in ``data_range`` and the K + 1 bin
+    edges, half-way between neighbouring values, the outermost at -inf / +inf (float64). With all 256 values these
+    are DDPM's bins of width (hi - lo) / 255."""
+    lo, hi = data_range
+    centres = values.double() / 255.0 * (hi - lo) + lo
+    inf = torch.tensor([math.inf], dtype=torch.float64)
+    return centres, torch.cat([-inf, (centres[1:] + centres[:-1]) / 2, inf])
+
+
+def discretized_log_likelihood_on_values(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                                         values: torch.Tensor, data_range: tuple[float, float]) -> torch.Tensor:
+    """log p(x | mean, exp(log_scale)) of data that take only ``values`` (uint8): DDPM's decoder (Eq. 13) with one
+    bin per value, each reaching half-way to its neighbours (Glow's n_bits generalised to any set of levels);
+    floored at 1e-12 as the 8-bit decoder. ``x`` holds data values (in ``data_range``)."""
+    _, edges = value_edges(values, data_range)
+    edges = edges.clamp(-1e6, 1e6).to(x.device)  # finite outer edges: no inf * 0 = NaN in the gradients
+    k = torch.bucketize(x.double().contiguous(), edges[1:-1])  # the bin of each pixel
+    inv_std = torch.exp(-log_scale.double())
+    lower = (edges[k] - mean.double()) * inv_std
+    upper = (edges[k + 1] - mean.double()) * inv_std
+    out = _log_prob_between(lower, upper).to(mean.dtype)
+    return out.clamp_min(math.log(1e-12))
+
+
 def vb_terms_bpd(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *,
                  clip: bool = False, raw: torch.Tensor | None = None, y: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +85,11 @@ def vb_terms_bpd(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: tor
     true_mean, _, true_log_var = denoiser.process.q_posterior(x0, x_t, t)
     mean, log_var, x0_pred = denoiser.p_mean_variance(x_t, t, clip=clip, raw=raw, y=y)
     kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / math.log(2.0)
-    nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var, denoiser.data_range))
+    values = data_values(denoiser)
+    if values is None:
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var, denoiser.data_range))
+    else:
+        nll = -mean_flat(discretized_log_likelihood_on_values(x0, mean, 0.5 * log_var, values, denoiser.data_range))
     return torch.where(t.to(kl.device) == 0, nll / math.log(2.0), kl), x0_pred
 
 

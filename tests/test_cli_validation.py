@@ -37,6 +37,7 @@ BASE = {
     "study": ["ema", "--out", "{tmp}/study"],
     "ema": ["{run}", "--sigma-rel", "0.1", "--out", "{tmp}/posthoc"],
     "classifier": ["ddpm-digits-cond", "--out", "{tmp}/classifier", "--steps", "2"],
+    "distill": ["{run}", "--out", "{tmp}/student", "--steps", "1", "--no-eval"],
     "compress": ["{run}", "digits:test", "--out", "{tmp}/c.skc"],
     "decompress": ["{run}", "{tmp}/c.skc", "--out", "{tmp}/d"],
     "hype create": ["{run}", "--data", "digits", "--out", "{tmp}/study"],

@@ -128,7 +128,7 @@ def test_training_noise_levels_are_log_normal():
 def test_edm_configuration_rules():
     from scorekit.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match="go together"):
+    with pytest.raises(ConfigError, match="trains with training.loss=edm or a few-step objective"):
         load_config("ddpm-digits", ["model.precond=edm"])
     with pytest.raises(ConfigError, match="model.output=x0"):
         load_config("edm-digits", ["model.output=eps"])

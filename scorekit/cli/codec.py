@@ -107,7 +107,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     images, names = read_images(args.images, tuple(denoiser.image_shape))
     bar, tick = _bar(len(images), args, "compress")
     data, rates = compress(denoiser, images, source=str(args.run), names=None if args.no_names else names,
-                           batch_size=args.batch_size, progress=tick)
+                           batch_size=args.batch_size, levels=args.levels, progress=tick)
     bar.close()
     atomic_write_bytes(args.out, data)
     raw = images.numel()
@@ -163,6 +163,9 @@ def _compress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="the compressed file")
     p.add_argument("--batch-size", type=Number(int, 1, 4096), default=300,
                    help="images coded together at most (300; the first chunks are smaller: see scorekit/codec.py)")
+    p.add_argument("--levels", type=Number(int, 0, 100_000, zero_means="all of the run's levels"), default=0,
+                   help="code on this many of the run's T levels, spread evenly (default 0: all T). Time falls "
+                   "in proportion; the rate follows that chain's bound (scorekit bpd RUN --levels K)")
     p.add_argument("--no-names", action="store_true",
                    help="leave the file names out (decompress then names the images 000000.png, 000001.png, ...)")
     p.add_argument("--json", action="store_true", help="also print the rates as JSON")

@@ -231,6 +231,12 @@ def cmd_bpd(args: argparse.Namespace) -> int:
         from ..codec import check_codable
 
         check_codable(denoiser)
+    if args.levels:
+        from ..codec import coding_chain
+
+        if args.method != "vlb":
+            raise ScorekitError("--levels: the bound of a shorter chain is a --method vlb figure")
+        denoiser = coding_chain(denoiser, args.levels)
     build_source(denoiser.config.data, args.split)  # a missing split fails before any work
     ode = {"trace": args.trace, "rtol": args.rtol, "atol": args.atol} if args.method == "ode" else {}
     res = bits_per_dim(denoiser, split=args.split, n=args.n, seed=args.seed, batch_size=args.batch_size,
@@ -264,7 +270,7 @@ def _codec_rate(denoiser, args) -> dict:
     n = len(source) if args.n <= 0 else min(args.n, len(source))
     images = torch.stack([source[i] for i in range(n)])
     t0 = time.perf_counter()
-    data, rates = compress(denoiser.to("cpu"), images)
+    data, rates = compress(denoiser.to("cpu"), images)  # (already on --levels: its chain is coded whole)
     rates["seconds"] = time.perf_counter() - t0
     if not torch.equal(decompress(denoiser, data), images):
         raise ScorekitError("--codec: the round trip did not reproduce the images")
@@ -283,6 +289,9 @@ def _bpd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", default="hutchinson", choices=["hutchinson", "exact"], help="ODE divergence")
     p.add_argument("--rtol", type=real(0, 1, open_lo=True), default=1e-5, help="ODE solver tolerances (default 1e-5)")
     p.add_argument("--atol", type=real(0, 1, open_lo=True), default=1e-5, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--levels", type=Number(int, 0, 100_000, zero_means="all of the run's levels"), default=0,
+                   help="the bound of the chain on this many of the run's levels, spread evenly (the chain "
+                   "`scorekit compress --levels` codes on; default 0: all)")
     p.add_argument("--codec", action="store_true", help="also compress the same images with scorekit compress "
                    "(bits-back ANS) and print the measured codelength beside the bound")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -407,6 +407,18 @@ class _Logger:
                 self.tb.close()
 
 
+def detect_values(data) -> list[int]:
+    """The uint8 values the training images take ([] when all 256 occur): data.detect_values."""
+    if data.images is not None:
+        counts = torch.bincount(data.images.flatten().long(), minlength=256)
+    else:
+        counts = torch.zeros(256, dtype=torch.long)
+        for i in range(len(data)):
+            counts += torch.bincount(data[i].flatten().long(), minlength=256)
+    values = counts.nonzero().flatten().tolist()
+    return values if len(values) < 256 else []
+
+
 def train_run(source: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, *,
               device: str | None = None, progress: bool = True, evaluate: bool = True) -> TrainResult:
     """Train a preset or YAML config into a run directory, or continue a run (see :func:`resolve_run`).
@@ -421,6 +433,8 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
                         "classes are its sub-folders)")
     if n_classes and int(data.labels.max()) >= n_classes:
         raise DataError(f"model.num_classes={n_classes}: the data has {int(data.labels.max()) + 1} classes")
+    if cfg.data.detect_values and not cfg.data.values and run.latest() is None:
+        cfg.data.values = detect_values(data)
     dist = setup(device)
     if dist.main:
         run.path.mkdir(parents=True, exist_ok=True)
