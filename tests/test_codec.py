@@ -208,3 +208,23 @@ def test_a_shorter_chain_codes_at_its_own_bound():
     assert abs(rates["bits_per_dim"] - short) < 0.03 * short and short > full - 0.05 and short > entropy - 0.1
     with pytest.raises(CodecError, match="--levels 201: choose 1..200"):
         compress(d, u8, levels=201)
+
+
+def test_compress_command_on_fewer_levels_without_names(digits_run, tmp_path, capsys):
+    from scorekit.codec import read_header
+
+    run = str(digits_run / "run")
+    assert main_cli(["compress", run, "digits:test", "--levels", "5", "--no-names", "--out", str(tmp_path / "f.skc"),
+                     "--no-progress"]) == 0
+    header, _ = read_header((tmp_path / "f.skc").read_bytes())
+    assert header["levels"] == 5 and "names" not in header and header["count"] == 300
+    assert main_cli(["decompress", run, str(tmp_path / "f.skc"), "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    assert (tmp_path / "d" / "000299.png").is_file() and not (tmp_path / "d" / "test-00000.png").exists()
+    assert main_cli(["compress", run, "digits:test", "--levels", "11", "--out", str(tmp_path / "g")]) == 2
+    assert "--levels 11: choose 1..10" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+def main_cli(argv):
+    from scorekit.cli import main
+
+    return main(argv)
