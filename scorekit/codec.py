@@ -399,7 +399,7 @@ def decompress(denoiser, data: bytes, *, progress=None) -> torch.Tensor:
         for size in reversed(header["chunks"]):
             try:
                 out.append(_decode_chunk(coder, chain, (size, *shape)))
-            except (ValueError, RuntimeError, OverflowError, AssertionError) as e:
+            except (ValueError, RuntimeError, OverflowError, AssertionError, IndexError) as e:
                 raise CodecError(f"decoding failed ({e}): the file is damaged or was made by other code") from None
             done += size
             if progress:
