@@ -49,7 +49,7 @@ import torch
 
 from .errors import ScorekitError
 from .images import from_uint8
-from .likelihood import data_values, value_edges
+from .likelihood import data_values, first_off_values, value_edges
 
 MAGIC_V1 = b"SCOREKIT-BITSBACK-1\n"  # format 1: plain JSON header (read, no longer written)
 MAGIC = b"SKBB\x02"  # format 2: three 128-bit hashes, then LZMA-compressed JSON (names optional)
@@ -302,11 +302,9 @@ def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[st
         raise ScorekitError(f"images of shape {tuple(images.shape[1:])}; the model codes {tuple(denoiser.image_shape)}")
     full_levels = denoiser.process.num_levels
     chain, dims = Chain(coding_chain(denoiser, levels)), math.prod(images.shape[1:])
-    outside = chain.lut[images.long()] < 0
-    if bool(outside.any()):
-        i = int(outside.flatten(1).any(1).nonzero()[0])
-        value = int(images[i][outside[i]][0])
-        raise CodecError(f"image {names[i] if names else i}: pixel value {value} is not among the run's "
+    off = first_off_values(images, chain.values)
+    if off is not None:
+        raise CodecError(f"image {names[off[0]] if names else off[0]}: pixel value {off[1]} is not among the run's "
                          f"{len(chain.values)} data values (data.values); this model cannot code it")
     init = _initial_words(initial_words(dims))
     coder = _Coder(init.copy())

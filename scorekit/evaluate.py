@@ -14,7 +14,7 @@ from .denoiser import Denoiser
 from .dist import Dist
 from .errors import DataError
 from .images import OutPaths, save_grid, save_npz, save_pngs, to_uint8
-from .likelihood import data_values, vlb_bpd
+from .likelihood import data_values, first_off_values, vlb_bpd
 from .rng import ImageRNG
 from .samplers import sample, sampling_options
 
@@ -87,17 +87,6 @@ def write_samples(out: str | Path | OutPaths, images: torch.Tensor, grid_max: in
     return {"grid": str(grid), "images": str(paths.companion("images")), "npz": str(paths.companion("samples.npz"))}
 
 
-def _check_values(u8: torch.Tensor, values: torch.Tensor, idx: list[int], split: str) -> None:
-    """One line for an image with a pixel value outside the run's data values (its bound would be meaningless)."""
-    inside = torch.zeros(256, dtype=torch.bool)
-    inside[values] = True
-    bad = ~inside[u8.long()]
-    if bool(bad.any()):
-        i = int(bad.flatten(1).any(1).nonzero()[0])
-        raise DataError(f"{split} image {idx[i]}: pixel value {int(u8[i][bad[i]][0])} is not among the run's "
-                        f"{len(values)} data values (data.values); the bound needs data on them")
-
-
 def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: int = 0, batch_size: int = 100,
                  data=None, method: str = "vlb", progress: bool = False, dist: Dist | None = None,
                  **ode_options) -> dict:
@@ -118,8 +107,10 @@ def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: i
     for start in list(range(0, n, batch_size))[dist.rank::dist.world]:
         idx = list(range(start, min(n, start + batch_size)))
         u8 = torch.stack([source[i] for i in idx])
-        if values is not None:
-            _check_values(u8, values, idx, split)
+        off = first_off_values(u8, values) if values is not None else None
+        if off is not None:
+            raise DataError(f"{split} image {idx[off[0]]}: pixel value {off[1]} is not among the run's {len(values)} "
+                            "data values (data.values); the bound needs data on them")
         rng = ImageRNG(seed, idx, denoiser.device)
         if method == "ode":
             out = ode_bpd(denoiser, u8.to(denoiser.device), rng, **ode_options)

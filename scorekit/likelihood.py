@@ -52,6 +52,17 @@ def data_values(denoiser) -> torch.Tensor | None:
     return torch.tensor(values, dtype=torch.long) if values and len(values) < 256 else None
 
 
+def first_off_values(u8: torch.Tensor, values: torch.Tensor) -> tuple[int, int] | None:
+    """(image index, pixel value) of the first image in the batch ``u8`` with a value outside ``values``, or None."""
+    inside = torch.zeros(256, dtype=torch.bool)
+    inside[values] = True
+    off = ~inside[u8.long()]
+    if not bool(off.any()):
+        return None
+    i = int(off.flatten(1).any(1).nonzero()[0])
+    return i, int(u8[i][off[i]][0])
+
+
 def value_edges(values: torch.Tensor, data_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """The decoder's bins for data on ``values`` (uint8): the values' centres in ``data_range`` and the K + 1 bin
     edges, half-way between neighbouring values, the outermost at -inf / +inf (float64). With all 256 values these
