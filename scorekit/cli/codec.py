@@ -89,6 +89,36 @@ def _bar(total: int, args, what: str):
     return bar, tick
 
 
+def chain_choice(args, denoiser) -> dict:
+    """The chain --levels / --chain ask for: ``levels`` (0: all) and, for a chosen chain, its ``timesteps``."""
+    import sys
+
+    from ..codec import CHAIN_LEVELS, chosen_chain
+    from ..errors import ScorekitError
+
+    T = denoiser.process.num_levels
+    levels = min(CHAIN_LEVELS, T) if args.levels is None else args.levels
+    if levels > T:
+        raise ScorekitError(f"--levels {levels}: choose 1..{T} (the run's levels), or 0 for all")
+    if levels in (0, T):
+        return {"levels": 0, "timesteps": None}
+    if args.chain == "even":
+        return {"levels": levels, "timesteps": None}
+    run = Path(args.run)
+    found = chosen_chain(denoiser, run if run.is_dir() else None, levels, say=lambda m: print(m, file=sys.stderr))
+    return {"levels": levels, "timesteps": found["timesteps"]}
+
+
+def chain_args(p: argparse.ArgumentParser, default_levels: str) -> None:
+    p.add_argument("--levels", type=Number(int, 0, 100_000, zero_means="all of the run's levels"), default=None,
+                   help=f"code on a chain of this many of the run's T levels (default {default_levels}; 0: all T). "
+                   "Time falls in proportion; the rate follows that chain's bound (scorekit bpd RUN --levels K)")
+    p.add_argument("--chain", choices=("chosen", "even"), default="chosen",
+                   help="which levels: chosen for the run (default: spread evenly from the start level whose bound is "
+                   "lowest on training images; searched once, kept in RUN/codec_chain.json) or even (spread over "
+                   "all T levels)")
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     """Compress PNG images (files, folders, .npz, or digits:test) losslessly with a DDPM run: bits-back coding
     with ANS over the run's Markov chain, pop x_t with q(x_t | x_{t-1}), push x_{t-1} with p(x_{t-1} | x_t),
@@ -106,8 +136,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     check_codable(denoiser)
     images, names = read_images(args.images, tuple(denoiser.image_shape))
     bar, tick = _bar(len(images), args, "compress")
+    chain = chain_choice(args, denoiser)
     data, rates = compress(denoiser, images, source=str(args.run), names=None if args.no_names else names,
-                           batch_size=args.batch_size, levels=args.levels, progress=tick)
+                           batch_size=args.batch_size, progress=tick, **chain)
     bar.close()
     atomic_write_bytes(args.out, data)
     raw = images.numel()
@@ -163,9 +194,7 @@ def _compress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="the compressed file")
     p.add_argument("--batch-size", type=Number(int, 1, 4096), default=300,
                    help="images coded together at most (300; the first chunks are smaller: see scorekit/codec.py)")
-    p.add_argument("--levels", type=Number(int, 0, 100_000, zero_means="all of the run's levels"), default=0,
-                   help="code on this many of the run's T levels, spread evenly (default 0: all T). Time falls "
-                   "in proportion; the rate follows that chain's bound (scorekit bpd RUN --levels K)")
+    chain_args(p, "30, the run's chosen chain")
     p.add_argument("--no-names", action="store_true",
                    help="leave the file names out (decompress then names the images 000000.png, 000001.png, ...)")
     p.add_argument("--json", action="store_true", help="also print the rates as JSON")

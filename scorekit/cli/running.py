@@ -24,6 +24,7 @@ from .args import (
     out_paths,
     real,
 )
+from .codec import chain_args
 
 SAMPLER_NAMES = CHOICES["sampling.sampler"]
 DEFAULT_N, DIGITS_N = 64, 256  # `scorekit sample`'s default number of images; on a digits run
@@ -233,10 +234,11 @@ def cmd_bpd(args: argparse.Namespace) -> int:
         check_codable(denoiser)
     if args.levels:
         from ..codec import coding_chain
+        from .codec import chain_choice
 
         if args.method != "vlb":
             raise ScorekitError("--levels: the bound of a shorter chain is a --method vlb figure")
-        denoiser = coding_chain(denoiser, args.levels)
+        denoiser = coding_chain(denoiser, **chain_choice(args, denoiser))
     build_source(denoiser.config.data, args.split)  # a missing split fails before any work
     ode = {"trace": args.trace, "rtol": args.rtol, "atol": args.atol} if args.method == "ode" else {}
     res = bits_per_dim(denoiser, split=args.split, n=args.n, seed=args.seed, batch_size=args.batch_size,
@@ -289,9 +291,7 @@ def _bpd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", default="hutchinson", choices=["hutchinson", "exact"], help="ODE divergence")
     p.add_argument("--rtol", type=real(0, 1, open_lo=True), default=1e-5, help="ODE solver tolerances (default 1e-5)")
     p.add_argument("--atol", type=real(0, 1, open_lo=True), default=1e-5, help="absolute tolerance (default 1e-5)")
-    p.add_argument("--levels", type=Number(int, 0, 100_000, zero_means="all of the run's levels"), default=0,
-                   help="the bound of the chain on this many of the run's levels, spread evenly (the chain "
-                   "`scorekit compress --levels` codes on; default 0: all)")
+    chain_args(p, "0: the paper's bound on all T levels")
     p.add_argument("--codec", action="store_true", help="also compress the same images with scorekit compress "
                    "(bits-back ANS) and print the measured codelength beside the bound")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -39,23 +39,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import lzma
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .errors import ScorekitError
-from .images import from_uint8
-from .likelihood import data_values, first_off_values, value_edges
+from ..errors import ScorekitError
+from ..images import from_uint8
+from ..likelihood import data_values, first_off_values, value_edges
+from .chains import chain_from, coding_chain
+from .fileformat import BINS_PER_STD, HASH_HEX, CodecError, _sha, pack_header, read_header
 
-MAGIC_V1 = b"SCOREKIT-BITSBACK-1\n"  # format 1: plain JSON header (read, no longer written)
-MAGIC = b"SKBB\x02"  # format 2: three 128-bit hashes, then LZMA-compressed JSON (names optional)
-HASH_HEX = 32  # 128 bits of each SHA-256: integrity checks, not signatures
-LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
-BINS_PER_STD = 4  # latent grid of level t: sqrt(step variance_t) / 4
 WINDOW = 5 * BINS_PER_STD  # pops from q: +-5 standard deviations
 RANGE_STDS = 10.0  # latents of level t are coded in |x| < sqrt(abar_t) max|x_0| + 10 sqrt(1 - abar_t)
 MEAN_GRID = 256  # reverse means rounded to 1/256 of a bin
@@ -63,10 +58,6 @@ NEED_BITS = 10  # bits per dimension an image borrows from the stack at most (x_
 INITIAL_SEED = 20260101
 MAX_CHUNK = 300
 DECODER_FLOOR = 1e-9  # smallest probability of a pixel value under the decoder
-
-
-class CodecError(ScorekitError):
-    """A file that is not a scorekit codec file, is damaged, or was made with another model."""
 
 
 def _constriction():
@@ -174,6 +165,11 @@ class Chain:
         return np.zeros(n), np.full(n, 1.0 / float(self.delta[self.T - 1]))
 
 
+def even_values(k: int) -> list[int]:
+    """K grey levels spread evenly over 0..255: round(i * 255 / (K - 1)) (8-bit data quantised to K levels)."""
+    return [int(math.floor(i * 255 / (k - 1) + 0.5)) for i in range(k)]
+
+
 def decoder_table(mean: torch.Tensor, log_scale: torch.Tensor, data_range: tuple[float, float],
                   values: torch.Tensor | None = None) -> np.ndarray:
     """Probabilities of the data's pixel values (``values``, uint8; all 256 by default) under DDPM's discretized
@@ -259,49 +255,22 @@ def _initial_words(n: int) -> np.ndarray:
     return words.astype(np.uint32)
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:HASH_HEX]
-
-
-HASHES = ("weights", "payload", "images")  # stored as raw bytes after MAGIC, in this order
-
-
-def pack_header(header: dict) -> bytes:
-    """MAGIC, the three hashes as 16 raw bytes each, the compressed header's length (4 bytes) and the rest of the
-    header: JSON compressed with raw LZMA2 (no container), so that 300 file names cost a few hundred bytes, not
-    six thousand, and a file without names carries about 150 bytes of header."""
-    rest = {k: v for k, v in header.items() if k not in (*HASHES, "format", "bins_per_std")}
-    blob = lzma.compress(json.dumps(rest, separators=(",", ":")).encode(), format=lzma.FORMAT_RAW,
-                         filters=LZMA_FILTERS)
-    return MAGIC + b"".join(bytes.fromhex(header[k]) for k in HASHES) + len(blob).to_bytes(4, "little") + blob
-
-
-def coding_chain(denoiser, levels: int = 0):
-    """The model on ``levels`` of its T levels spread evenly (both ends kept; improved DDPM's respacing), the chain
-    the codec walks: T network calls per chunk of images become ``levels``; the rate follows that chain's bound
-    (`scorekit bpd RUN --levels K`). 0 or T: the whole chain."""
-    from .samplers.common import respace
-
-    T = denoiser.process.num_levels
-    if not 0 <= levels <= T:
-        raise CodecError(f"--levels {levels}: choose 1..{T} (the run's levels), or 0 for all")
-    return respace(denoiser, levels or T, "uniform")
-
-
 def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[str] | None = None,
-             batch_size: int = MAX_CHUNK, levels: int = 0, progress=None) -> tuple[bytes, dict]:
+             batch_size: int = MAX_CHUNK, levels: int = 0, timesteps: list[int] | None = None,
+             progress=None) -> tuple[bytes, dict]:
     """The file (header + ANS words) for uint8 ``images`` (N, C, H, W), and the measured rates. ``names`` (one
     per image) are recorded for the decompressed files, if given; ``batch_size`` caps the images coded together
     (the chunks are recorded in the header, so decoding needs no option). The rates: ``bits_per_dim`` of the
     chain alone (the codelength against the bound), ``file_bits_per_dim`` of the whole file (header and initial
-    bits included, the figure to compare with PNG or bz2 on the same bytes). ``levels``: code on that many of the
-    model's levels (:func:`coding_chain`; recorded in the header)."""
+    bits included, the figure to compare with PNG or bz2 on the same bytes). ``timesteps``: code on those of the
+    model's levels (a chain chosen for the run, :func:`scorekit.codec.chains.chosen_chain`); else ``levels``: that
+    many spread evenly (:func:`coding_chain`); either is recorded in the header."""
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ScorekitError("the codec takes uint8 images of shape (N, C, H, W)")
     if tuple(images.shape[1:]) != tuple(denoiser.image_shape):
         raise ScorekitError(f"images of shape {tuple(images.shape[1:])}; the model codes {tuple(denoiser.image_shape)}")
     full_levels = denoiser.process.num_levels
-    chain, dims = Chain(coding_chain(denoiser, levels)), math.prod(images.shape[1:])
+    chain, dims = Chain(coding_chain(denoiser, levels, timesteps)), math.prod(images.shape[1:])
     off = first_off_values(images, chain.values)
     if off is not None:
         raise CodecError(f"image {names[off[0]] if names else off[0]}: pixel value {off[1]} is not among the run's "
@@ -326,8 +295,13 @@ def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[st
               "count": len(images), "chunks": chunks, "bins_per_std": BINS_PER_STD, "initial_words": len(init),
               "payload": _sha(payload), "images": _sha(images.cpu().numpy().tobytes())}
     if len(chain.values) < 256:
-        header["values"] = chain.values.tolist()
-    if chain.T < full_levels:
+        v = chain.values.tolist()  # K evenly spaced grey levels (Glow's n_bits) are recorded as K
+        header["values"] = len(v) if v == even_values(len(v)) else v
+    if timesteps is not None and chain.T < full_levels:
+        ts = [int(t) for t in timesteps]  # an evenly spread chain is its start and length (a few bytes)
+        even = chain_from(ts[0], full_levels, len(ts)) == ts
+        header.update({"chain": [ts[0], len(ts)]} if even else {"timesteps": ts})
+    elif chain.T < full_levels:
         header["levels"] = chain.T
     if names:
         header["names"] = list(names)
@@ -343,39 +317,6 @@ def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[st
     return data, rates
 
 
-def read_header(data: bytes) -> tuple[dict, bytes]:
-    """The header (as format 2's keys, whichever format the file has) and the payload; refuses a damaged file."""
-    if data.startswith(MAGIC_V1):  # format 1: 8-byte length, plain JSON with full hashes
-        start, width = len(MAGIC_V1), 8
-    elif data.startswith(MAGIC):  # format 2: the hashes, a 4-byte length, LZMA-compressed JSON
-        start, width = len(MAGIC) + 16 * len(HASHES), 4
-    else:
-        raise CodecError("not a scorekit compressed file (bad magic bytes)")
-    if len(data) < start + width:
-        raise CodecError("truncated file (no header)")
-    n = int.from_bytes(data[start:start + width], "little")
-    blob, payload = data[start + width:start + width + n], data[start + width + n:]
-    try:
-        if width == 4:
-            blob = lzma.decompress(blob, format=lzma.FORMAT_RAW, filters=LZMA_FILTERS)
-        header = json.loads(blob)
-    except (lzma.LZMAError, json.JSONDecodeError, UnicodeDecodeError):
-        raise CodecError("corrupted or truncated header") from None
-    if not isinstance(header, dict):
-        raise CodecError("corrupted header")
-    if width == 8:
-        header.update(weights=header.get("weights_sha256", ""), payload=header.get("payload_sha256", ""),
-                      images=header.get("images_sha256", ""))
-    else:
-        raw = data[len(MAGIC):start]
-        header.update({k: raw[16 * i:16 * i + 16].hex() for i, k in enumerate(HASHES)}, format=2,
-                      bins_per_std=BINS_PER_STD)
-    digest = hashlib.sha256(payload).hexdigest()
-    if not header.get("payload") or not digest.startswith(str(header["payload"])):
-        raise CodecError("corrupted or truncated file: the payload's SHA-256 does not match its header")
-    return header, payload
-
-
 def decompress(denoiser, data: bytes, *, progress=None) -> torch.Tensor:
     """The images of a file made by :func:`compress` with the same model; refuses rather than guess."""
     header, payload = read_header(data)
@@ -387,9 +328,20 @@ def decompress(denoiser, data: bytes, *, progress=None) -> torch.Tensor:
                          f"{header['weights'][:12]}..., this run's {mine[:12]}...)")
     if len(payload) % 4:
         raise CodecError("corrupted file: the payload is not a whole number of 32-bit words")
-    chain = Chain(coding_chain(denoiser, int(header.get("levels", 0))))
-    if header.get("values", list(range(256))) != chain.values.tolist():
-        raise CodecError(f"the file codes {len(header.get('values', range(256)))} pixel values; this run's data has "
+    timesteps = header.get("timesteps")
+    if "chain" in header:
+        T, spec = denoiser.process.num_levels, header["chain"]
+        if not (isinstance(spec, list) and len(spec) == 2 and all(isinstance(v, int) for v in spec)
+                and 0 <= spec[0] < T and 1 <= spec[1] <= T):
+            raise CodecError(f"the file's chain {spec!r} does not fit this run's {T} levels (corrupted header?)")
+        timesteps = chain_from(spec[0], T, spec[1])
+    chain = Chain(coding_chain(denoiser, int(header.get("levels", 0)), timesteps))
+    values = header.get("values", list(range(256)))
+    if isinstance(values, int) and 2 <= values <= 256:
+        values = even_values(values)
+    if values != chain.values.tolist():
+        raise CodecError(f"the file codes {len(values) if isinstance(values, list) else values} pixel values; this "
+                         f"run's data has "
                          f"{len(chain.values)} (data.values differs: another configuration of the run)")
     coder = _Coder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     shape, out, done = tuple(header["shape"]), [], 0
