@@ -30,12 +30,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("digits", "cifar10", "folder", "zip", "lsun", "celeba"),
     "data.dequantize": ("none", "uniform"),
     "process.kind": ("vp", "ve", "subvp"),
-    "process.schedule": ("linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine"),
+    "process.schedule": ("linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine", "learned"),
     "process.ladder": ("geometric", "uniform"),
     "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest", "classifier"),
     "model.output": ("eps", "x0", "mean", "score", "sigma_score", "v"),
     "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
-    "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood", "cd", "ect", "ict", "pd"),
+    "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood", "vdm", "cd", "ect", "ict",
+                      "pd"),
     "training.t_sampling": ("uniform", "importance"),
     "model.precond": ("none", "edm"),
     "training.precision": ("auto", "fp32", "bf16"),
@@ -74,10 +75,12 @@ class DataConfig:
 @dataclass
 class ProcessConfig:
     kind: str = "vp"  # vp (DDPM) | ve (NCSN) | subvp (Song et al. 2021; the vp keys)
-    schedule: str = "linear"  # vp: beta schedule
+    schedule: str = "linear"  # vp: beta schedule, or learned (VDM's gamma(t), trained with training.loss=vdm)
     num_timesteps: int = 1000  # vp: T
     beta_start: float = 1e-4  # vp
     beta_end: float = 0.02  # vp
+    gamma_min: float = -13.3  # vp, schedule learned: gamma(0) = -log SNR at the least noise, initially (VDM)
+    gamma_max: float = 5.0  # vp, schedule learned: gamma(1), initially
     sigma_begin: float = 50.0  # ve: sigma_1, the largest
     sigma_end: float = 0.01  # ve: sigma_L, the smallest
     num_levels: int = 232  # ve: L
@@ -99,6 +102,7 @@ class ModelConfig:
     precond: str = "none"  # edm: D = c_skip x + c_out F(c_in x; ln(sigma)/4) (EDM Table 1); none: the output's own
     sigma_data: float = 0.5  # edm: the data's standard deviation in the model's range
     norm_groups: int = 0  # unet: GroupNorm groups of every layer; 0 = 32, or gcd(32, channels) where 32 doesn't divide
+    fourier: list[int] = field(default_factory=list)  # unet: also feed sin/cos(2^n pi x), n in this list (VDM)
     consistency: bool = False  # a consistency function f(x, sigma) (Song et al. 2023) with f(x, sigma_min) = x
 
 
@@ -114,7 +118,8 @@ class TrainingConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
-    loss: str = "mse"  # mse (L_simple) | kl = vlb | hybrid | dsm (NCSN) | edm | likelihood | cd | ect | ict | pd
+    loss: str = "mse"  # mse (L_simple) | kl = vlb | hybrid | dsm (NCSN) | edm | likelihood | vdm | cd | ect | ict | pd
+    vdm_steps: int = 0  # vdm: 0 = VDM's continuous-time bound; T' > 0 = its discrete-time bound on T' steps
     t_sampling: str = "uniform"  # uniform | importance (vlb: improved DDPM's; likelihood: uniform in log sigma)
     anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
     grad_accum: int = 1  # micro-batches per optimizer step

@@ -120,8 +120,28 @@ def validate(cfg: Config) -> Config:
     if tc.t_sampling == "importance" and tc.loss not in (*BOUND_LOSSES, "likelihood"):
         raise ConfigError(f"training.t_sampling: importance sampling is for the bound (training.loss=vlb, kl or "
                           f"likelihood), got training.loss={tc.loss}")
+    _check_vdm(cfg)
     _check_fewstep(cfg)
     return cfg
+
+
+def _check_vdm(cfg: Config) -> None:
+    p, m, tc = cfg.process, cfg.model, cfg.training
+    if p.schedule == "learned" and (p.kind != "vp" or tc.loss != "vdm"):
+        raise ConfigError("process.schedule: learned is VDM's schedule: it needs process.kind=vp and "
+                          f"training.loss=vdm, got kind={p.kind}, loss={tc.loss}")
+    if p.schedule == "learned" and not p.gamma_min < p.gamma_max:
+        raise ConfigError(f"process.gamma_min: must be below process.gamma_max, got {p.gamma_min} >= {p.gamma_max}")
+    if tc.loss == "vdm" and (p.kind != "vp" or m.arch != "unet" or m.variance not in ("fixedsmall", "fixedlarge")
+                             or m.precond != "none"):
+        raise ConfigError("training.loss: vdm trains eps on the VP process with the U-Net and a fixed variance "
+                          "(process.kind=vp, model.arch=unet, model.variance=fixedsmall, model.precond=none)")
+    if m.fourier and m.arch != "unet":
+        raise ConfigError(f"model.fourier: Fourier features are an input of the U-Net, got model.arch={m.arch}")
+    if any(not 0 <= n <= 12 for n in m.fourier):
+        raise ConfigError(f"model.fourier: exponents n of sin(2^n pi x) must be in 0..12, got {m.fourier}")
+    if tc.vdm_steps < 0 or (tc.vdm_steps and tc.loss != "vdm"):
+        raise ConfigError(f"training.vdm_steps: a number of steps >= 0 for training.loss=vdm, got {tc.vdm_steps}")
 
 
 def _check_fewstep(cfg: Config) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .config import Config, load_config
@@ -12,10 +13,15 @@ from .denoiser import Denoiser
 from .nets.unet import UNet
 from .precond import EDM_SIGMA_MAX
 from .processes import DiscreteProcess, SubVPProcess, VEProcess, VPProcess
+from .processes.vdm import refresh_schedule
 
 
 def build_process(cfg: Config) -> DiscreteProcess:
     p = cfg.process
+    if p.kind == "vp" and p.schedule == "learned":  # until the network's schedule is loaded: linear in gamma
+        from .processes.vdm import vp_from_gamma
+
+        return vp_from_gamma(torch.linspace(p.gamma_min, p.gamma_max, p.num_timesteps, dtype=torch.float64))
     if p.kind == "vp":
         return VPProcess.from_schedule(p.schedule, p.num_timesteps, p.beta_start, p.beta_end)
     if p.kind == "subvp":
@@ -33,9 +39,17 @@ def build_net(cfg: Config) -> nn.Module:
                                ch_mult=tuple(m.ch_mult), dropout=m.dropout, norm_groups=m.norm_groups or 8)
     if m.arch == "unet":
         out_ch = d.channels * (2 if m.variance in ("learned_range", "learned") else 1)
-        return UNet(resolution=d.resolution, in_ch=d.channels, out_ch=out_ch, ch=m.ch, ch_mult=tuple(m.ch_mult),
-                    num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-                    num_classes=m.num_classes, norm_groups=m.norm_groups, augment_dim=augment_dim)
+        unet = UNet(resolution=d.resolution, in_ch=d.channels * (1 + 2 * len(m.fourier)), out_ch=out_ch, ch=m.ch,
+                    ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                    attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_classes=m.num_classes,
+                    norm_groups=m.norm_groups, augment_dim=augment_dim)
+        learned = cfg.process.schedule == "learned"
+        if not (learned or m.fourier):
+            return unet
+        from .nets.vdm import MonotoneGamma, VDMNet
+
+        gamma = MonotoneGamma(cfg.process.gamma_min, cfg.process.gamma_max) if learned else None
+        return VDMNet(unet, gamma, m.fourier)
     from .nets.refinenet import build_refinenet
 
     p = cfg.process
@@ -72,6 +86,7 @@ def build_denoiser(cfg: Config) -> Denoiser:
                         consistency=cfg.model.consistency, boundary=cfg.fewstep.sigma_min,
                         top=fewstep_sigma_max(cfg) if cfg.model.consistency else 0.0)
     denoiser.config = cfg
+    refresh_schedule(denoiser)
     return denoiser
 
 

@@ -14,6 +14,7 @@ from .denoiser import Denoiser
 from .errors import CheckpointError
 from .factory import build_denoiser
 from .images import atomic_write_bytes
+from .processes.vdm import refresh_schedule
 
 _CKPT = re.compile(r"^step_(\d+)\.safetensors$")
 
@@ -137,6 +138,7 @@ def load(run_or_checkpoint: str | Path, *, ema: bool = True, device: str | torch
         denoiser.net.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the configured network ({str(e).splitlines()[0]})") from None
+    refresh_schedule(denoiser)  # a learned schedule (VDM) comes with the weights
     denoiser.checkpoint_step = ck.step
     denoiser.uses_ema = bool(ema and ck.ema)
     run_dir = path.parent.parent  # RUN/checkpoints/step_*.safetensors

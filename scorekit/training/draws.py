@@ -79,6 +79,9 @@ def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, 
     weight = None
     if tc.loss == "likelihood":
         t, weight = continuous_levels(process, B, g, device, tc.t_sampling)
+    elif tc.loss == "vdm":  # VDM's low-discrepancy times (Appendix I.1), as fractional levels
+        u = torch.rand((), generator=g, device=device, dtype=torch.float64)
+        t = torch.remainder(u + torch.arange(B, dtype=torch.float64, device=device) / B, 1.0) * (num_levels - 1)
     elif t_sampler is not None:
         t, weight = t_sampler.draw(B, g, device)
     else:

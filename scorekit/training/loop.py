@@ -29,6 +29,7 @@ from ..ema.power import PowerEMA, save_snapshot
 from ..errors import CheckpointError, DataError, TrainingError, WriteError
 from ..factory import build_denoiser
 from ..images import atomic_write_bytes
+from ..processes.vdm import refresh_schedule
 from ..progress import progress
 from ..rng import image_seed
 from ..run import RunDir, read_checkpoint, resolve_run
@@ -36,6 +37,7 @@ from .draws import FixedBatches, step_draws
 from .fewstep import FewStep, pd_schedule
 from .losses import ddpm_loss, dsm_loss, edm_loss, likelihood_loss
 from .tsampling import LossSecondMomentSampler
+from .vdm import vdm_loss
 
 
 @dataclass
@@ -55,6 +57,9 @@ def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor
     conditioning; ``weight``: the likelihood loss's weights of its fractional levels ``t``)."""
     if cfg.training.loss == "likelihood":
         return likelihood_loss(denoiser, x0, t, noise, weight, y=y, aug=aug)
+    if cfg.training.loss == "vdm":  # t: levels 0..T-1, VDM's time t / (T - 1)
+        return vdm_loss(denoiser, x0, t.double() / (denoiser.process.num_levels - 1), noise,
+                        cfg.training.vdm_steps, y=y, aug=aug)
     if cfg.training.loss == "edm":
         return edm_loss(denoiser, x0, sigma, noise, cfg.model.sigma_data, y=y, aug=aug)
     if cfg.training.loss == "dsm":
@@ -356,7 +361,9 @@ class Trainer:
 
     def eval_denoiser(self) -> Denoiser:
         """The EMA weights (what the papers sample with) as a denoiser."""
-        return self.denoiser.with_net(self.ema.module if self.ema is not None else self.net).eval()
+        d = self.denoiser.with_net(self.ema.module if self.ema is not None else self.net).eval()
+        refresh_schedule(d)  # a learned schedule (VDM): the one in these weights
+        return d
 
     def sample_grid(self, path: Path, n: int = 64) -> Path:
         from ..evaluate import generate
