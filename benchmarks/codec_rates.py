@@ -1,12 +1,13 @@
 """Lossless rates on the digits test split: scorekit's bits-back codec against PNG and general-purpose compressors.
 
-    python benchmarks/codec_rates.py [--run runs/digits] [--levels 0 100 ...] [--n 300] [--out results.json]
+    python benchmarks/codec_rates.py [--run RUN ...] [--chains chosen:30 even:50 all] [--n 300] [--out results.json]
 
 Every coder sees exactly the same uint8 images (the digits as the data loader stores them: 8x8, 17 grey levels
 out of 256). General-purpose compressors get the raw bytes (N x 64); PNG, WebP lossless and JPEG XL lossless
 (with imagecodecs installed) get one mosaic of all the images, and PNG also one file per image; the pixel values'
-own entropy is the empirical entropy of their histogram. With --run, the run's variational bound and its measured
-codec rate on the same images (with the compression and decompression times, one thread) join the table."""
+own entropy is the empirical entropy of their histogram. With --run, each run's variational bound on each chain and
+the codec's measured rate on the same images (with the compression and decompression times, one thread, and the
+one-off search of the run's chosen chain) join the table."""
 
 from __future__ import annotations
 
@@ -64,10 +65,12 @@ def _png(a: np.ndarray) -> bytes:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", help="a trained DDPM digits run (adds its bound and codec rate)")
+    ap.add_argument("--run", nargs="+", default=[],
+                    help="trained DDPM / VDM digits runs (each adds its bounds and codec rates)")
     ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--levels", type=int, nargs="+", default=[0],
-                    help="code on these numbers of the run's levels (0: all), one row each")
+    ap.add_argument("--chains", nargs="+", default=["chosen:30"],
+                    help="chains to code on, one row each: chosen:K (compress's default, K = 30: the run's chosen "
+                    "chain, searched on training images), even:K (K levels spread over all T) or all")
     ap.add_argument("--out", default="benchmarks/results/codec_rates.json")
     args = ap.parse_args()
     import torch
@@ -76,35 +79,42 @@ def main() -> None:
 
     images = digits("test").images[:args.n]
     rows = general_purpose(images.numpy())
-    payload: dict = {"benchmark": "codec_rates", "n": len(images), "rates_bits_per_dim": rows}
-    if args.run:
-        from scorekit.codec import coding_chain, compress, decompress
+    payload: dict = {"benchmark": "codec_rates", "n": len(images), "rates_bits_per_dim": rows, "codec": []}
+    for run in args.run:
+        from scorekit.codec import chosen_chain, coding_chain, compress, decompress
         from scorekit.evaluate import bits_per_dim
         from scorekit.run import load
 
-        d = load(args.run, device="cpu")
-        payload.update(run=str(args.run), codec=[])
-        for levels in args.levels:
-            chain = coding_chain(d, levels)
+        d, name = load(run, device="cpu"), Path(run).name
+        for spec in args.chains:
+            kind, _, k = spec.partition(":")
+            t0 = time.perf_counter()
+            timesteps = chosen_chain(d, run, int(k))["timesteps"] if kind == "chosen" else None
+            search = time.perf_counter() - t0
+            levels = 0 if kind == "all" else int(k)
+            chain = coding_chain(d, levels, timesteps)
             bound = bits_per_dim(chain, split="test", n=args.n)
             t0 = time.perf_counter()
-            data, rates = compress(d, images, levels=levels)
+            data, rates = compress(d, images, levels=levels, timesteps=timesteps)
             t1 = time.perf_counter()
             exact = torch.equal(decompress(d, data), images)
             t2 = time.perf_counter()
             T = chain.process.num_levels
-            rows[f"scorekit codec, {T} levels: the whole file"] = rates["file_bits_per_dim"]
-            rows[f"scorekit codec, {T} levels: the chain alone (no initial bits, no header)"] = rates["bits_per_dim"]
-            rows[f"the run's variational bound on {T} levels"] = bound["bpd"]
-            payload["codec"].append({"levels": T, "bound": bound, "rates": rates, "exact": exact,
+            label = f"{name}, {kind} chain of {T} levels"
+            rows[f"scorekit codec ({label}): the whole file"] = rates["file_bits_per_dim"]
+            rows[f"scorekit codec ({label}): the chain alone"] = rates["bits_per_dim"]
+            rows[f"variational bound ({label})"] = bound["bpd"]
+            payload["codec"].append({"run": run, "chain": spec, "levels": T, "timesteps": timesteps, "bound": bound,
+                                     "rates": rates, "exact": exact, "search_seconds": round(search, 1),
                                      "compress_seconds": round(t1 - t0, 1), "decompress_seconds": round(t2 - t1, 1)})
     print(f"| coder | bits/dim ({len(images)} test digits) |\n| --- | --- |")
     for k, v in sorted(rows.items(), key=lambda kv: kv[1]):
         print(f"| {k} | {v:.3f} |")
     for c in payload.get("codec", []):
-        print(f"codec on {c['levels']} levels: {c['rates']['bits_per_dim'] / c['bound']['bpd'] - 1:+.2%} against that "
+        print(f"{c['run']} {c['chain']}: {c['rates']['bits_per_dim'] / c['bound']['bpd'] - 1:+.2%} against that "
               f"chain's bound; whole file {c['rates']['file_bits_per_dim']:.3f} bits/dim; compress "
-              f"{c['compress_seconds']} s, decompress {c['decompress_seconds']} s, exact round trip: {c['exact']}")
+              f"{c['compress_seconds']} s, decompress {c['decompress_seconds']} s (chain search "
+              f"{c['search_seconds']} s, once per run), exact round trip: {c['exact']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
 

@@ -69,6 +69,9 @@ class DataConfig:
     # 256); detect_values=true fills it from the training images when a run starts (the digits: 17 values)
     values: list[int] = field(default_factory=list)
     detect_values: bool = False
+    # the files' bit depth: 8 (uint8); 1..7: 2^bits grey levels spread evenly over 0..255, round(i 255 / (2^bits - 1));
+    # 9..16: integers 0..2^bits - 1 (16-bit PNG / TIFF; the bound and the codec, grey images)
+    bits: int = 8
     num_workers: int = 0  # data-loader worker processes
 
 

@@ -36,6 +36,13 @@ def validate(cfg: Config) -> Config:
     if v and (not all(isinstance(x, int) and 0 <= x <= 255 for x in v) or any(b <= a for a, b in zip(v, v[1:]))):
         raise ConfigError(f"data.values: the data's uint8 values, increasing, each in 0..255 (or [] for all 256), "
                           f"got {v}")
+    b = cfg.data.bits
+    if not 1 <= b <= 16:
+        raise ConfigError(f"data.bits: the files' bit depth, 1..16, got {b}")
+    if b != 8 and (v or cfg.data.detect_values):
+        raise ConfigError(f"data.bits: {b} fixes the data's levels; leave data.values / data.detect_values unset")
+    if b > 8 and cfg.data.channels != 1:
+        raise ConfigError(f"data.bits: {b}-bit data are grey images (data.channels=1), got {cfg.data.channels}")
     if cfg.data.channels not in (1, 3):
         raise ConfigError(f"data.channels: must be 1 or 3, got {cfg.data.channels}")
     if cfg.model.num_classes and cfg.model.arch == "ncsn":

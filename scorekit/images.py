@@ -78,10 +78,11 @@ def to_uint8(x: torch.Tensor, data_range: tuple[float, float] = (-1.0, 1.0)) -> 
     return ((x.detach().float() - lo) / (hi - lo) * 255).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
-def from_uint8(x: torch.Tensor, data_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
-    """uint8 -> float in the model's data range (DDPM: x / 127.5 - 1; NCSN: x / 255)."""
+def from_uint8(x: torch.Tensor, data_range: tuple[float, float] = (-1.0, 1.0), max_value: int = 255) -> torch.Tensor:
+    """uint8 (or integers 0..max_value: 16-bit data) -> float in the model's data range (DDPM: x / 127.5 - 1;
+    NCSN: x / 255)."""
     lo, hi = data_range
-    return x.float() / 255 * (hi - lo) + lo
+    return x.float() / max_value * (hi - lo) + lo
 
 
 def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 1, pad_value: int = 255) -> np.ndarray:

@@ -26,14 +26,16 @@ def _log_prob_between(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
 
 
 def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
-                                        data_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+                                        data_range: tuple[float, float] = (-1.0, 1.0), levels: int = 256
+                                        ) -> torch.Tensor:
     """log p(x | mean, exp(log_scale)) of 8-bit data under DDPM's decoder (Eq. 13), elementwise.
 
     256 bins of width (hi - lo)/255 centred on the data values, the outermost extended to -inf / +inf;
-    probabilities are floored at 1e-12 as in the authors' code.
+    probabilities are floored at 1e-12 as in the authors' code. ``levels``: 2^b bins of width (hi - lo)/(2^b - 1)
+    for b-bit data (Glow's n_bits; 16-bit images).
     """
     lo, hi = data_range
-    half_bin = (hi - lo) / 255.0 / 2.0
+    half_bin = (hi - lo) / (levels - 1) / 2.0
     inv_std = torch.exp(-log_scale)
     upper = (x - mean + half_bin) * inv_std
     lower = (x - mean - half_bin) * inv_std
@@ -45,10 +47,30 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return out.clamp_min(math.log(1e-12))
 
 
+def even_values(k: int) -> list[int]:
+    """K grey levels spread evenly over 0..255: round(i * 255 / (K - 1)) (8-bit files of data with K levels)."""
+    return [int(math.floor(i * 255 / (k - 1) + 0.5)) for i in range(k)]
+
+
+def pixel_bits(denoiser) -> int:
+    """The bit depth of the model's files (``data.bits``; 8 without a config)."""
+    cfg = getattr(denoiser, "config", None)
+    return int(getattr(cfg.data, "bits", 8)) if cfg is not None else 8
+
+
+def pixel_max(denoiser) -> int:
+    """The largest pixel value of the model's files: 255, or 2^b - 1 for b > 8 bits."""
+    b = pixel_bits(denoiser)
+    return 2**b - 1 if b > 8 else 255
+
+
 def data_values(denoiser) -> torch.Tensor | None:
-    """The uint8 values the model's data take (``data.values``), or None for all 256."""
+    """The uint8 values the model's data take (``data.values``, or the 2^b levels of ``data.bits`` b < 8), or None
+    for all 256 (and for data of more than 8 bits, whose decoder has 2^b even bins)."""
     cfg = getattr(denoiser, "config", None)
     values = cfg.data.values if cfg is not None else None
+    if pixel_bits(denoiser) < 8:
+        values = even_values(2 ** pixel_bits(denoiser))
     return torch.tensor(values, dtype=torch.long) if values and len(values) < 256 else None
 
 
@@ -98,7 +120,8 @@ def vb_terms_bpd(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: tor
     kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / math.log(2.0)
     values = data_values(denoiser)
     if values is None:
-        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var, denoiser.data_range))
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var, denoiser.data_range,
+                                                             pixel_max(denoiser) + 1))
     else:
         nll = -mean_flat(discretized_log_likelihood_on_values(x0, mean, 0.5 * log_var, values, denoiser.data_range))
     return torch.where(t.to(kl.device) == 0, nll / math.log(2.0), kl), x0_pred

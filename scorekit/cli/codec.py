@@ -10,13 +10,15 @@ from pathlib import Path
 
 from .args import Number, existing_file
 
-IMAGE_SUFFIXES = (".png",)  # lossless inputs only: a JPEG's pixels are already an approximation
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")  # lossless inputs only: a JPEG's pixels are already an approximation
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grey PNG / TIFF
 
 
-def read_images(specs: list[str], shape: tuple[int, int, int]):
+def read_images(specs: list[str], shape: tuple[int, int, int], bits: int = 8):
     """uint8 (N, C, H, W) images and their names from PNG files, folders of PNGs (recursive, sorted), .npz files
     (an ``images`` array, (N, H, W, C) or (N, C, H, W)) and ``digits:SPLIT`` (the embedded digits). Each image
-    must have the model's shape exactly: resizing or changing the mode would not be lossless."""
+    must have the model's shape exactly: resizing or changing the mode would not be lossless. ``bits`` > 8: 16-bit
+    grey PNG / TIFF files, returned as int32 integers 0..2^bits - 1."""
     import numpy as np
     import torch
     from PIL import Image
@@ -66,10 +68,11 @@ def read_images(specs: list[str], shape: tuple[int, int, int]):
                 img.load()
             except (OSError, SyntaxError):
                 raise ScorekitError(f"{f}: not a readable image") from None
-            if img.mode != mode or img.size != (w, h):
+            want = f"16-bit grey ({bits}-bit data)" if bits > 8 else mode
+            if (img.mode not in WIDE_MODES if bits > 8 else img.mode != mode) or img.size != (w, h):
                 raise ScorekitError(f"{f}: a {img.mode} image of {img.size[0]}x{img.size[1]}; the model codes "
-                                    f"{mode} images of {w}x{h} (converting would not be lossless)")
-            arr = np.asarray(img, dtype=np.uint8).reshape(h, w, c)
+                                    f"{want} images of {w}x{h} (converting would not be lossless)")
+            arr = np.asarray(img).astype(np.int32 if bits > 8 else np.uint8).reshape(h, w, c)
             images.append(torch.from_numpy(arr.transpose(2, 0, 1).copy()))
             names.append(str(f.relative_to(path)) if path.is_dir() else f.name)
     if not images:
@@ -128,13 +131,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from ..codec import check_codable, compress
     from ..errors import ScorekitError
     from ..images import atomic_write_bytes
+    from ..likelihood import pixel_bits
     from ..run import load
 
     if Path(args.out).is_dir():
         raise ScorekitError(f"--out {args.out}: is a folder; expected the compressed file's name")
     denoiser = load(args.run, device="cpu")
     check_codable(denoiser)
-    images, names = read_images(args.images, tuple(denoiser.image_shape))
+    images, names = read_images(args.images, tuple(denoiser.image_shape), pixel_bits(denoiser))
     bar, tick = _bar(len(images), args, "compress")
     chain = chain_choice(args, denoiser)
     data, rates = compress(denoiser, images, source=str(args.run), names=None if args.no_names else names,
@@ -155,6 +159,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     names, and images.npz. A different run or checkpoint, or a damaged file, is refused before anything is
     written; the decoded images are checked against the SHA-256 recorded at compression."""
     import numpy as np
+    import torch
+    from PIL import Image
 
     from ..codec import decompress, read_header
     from ..errors import ScorekitError
@@ -179,7 +185,13 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     for name, img in zip(names, images):
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, png_bytes(img.permute(1, 2, 0).numpy()))
+        if images.dtype == torch.uint8:
+            atomic_write_bytes(path, png_bytes(img.permute(1, 2, 0).numpy()))
+        else:  # 16-bit grey, as PNG or TIFF after the name's suffix
+            buf = io.BytesIO()
+            Image.fromarray(img[0].numpy().astype(np.uint16)).save(buf, format="TIFF" if path.suffix.lower() in (
+                ".tif", ".tiff") else "PNG")
+            atomic_write_bytes(path, buf.getvalue())
     buf = io.BytesIO()
     np.savez(buf, images=images.numpy())
     atomic_write_bytes(out / "images.npz", buf.getvalue())

@@ -47,7 +47,7 @@ import torch
 
 from ..errors import ScorekitError
 from ..images import from_uint8
-from ..likelihood import data_values, first_off_values, value_edges
+from ..likelihood import data_values, even_values, first_off_values, pixel_bits, pixel_max, value_edges
 from .chains import chain_from, coding_chain
 from .fileformat import BINS_PER_STD, HASH_HEX, CodecError, _sha, pack_header, read_header
 
@@ -117,12 +117,15 @@ class Chain:
         abar = a * a
         self.range = abar.sqrt() * max(abs(v) for v in d.data_range) + RANGE_STDS * (1 - abar).sqrt()
         self.device = d.device
-        # the data's values (data.values): the decoder's bins and the pixel symbols (an index into them)
+        # the data's values (data.values): the decoder's bins and the pixel symbols (an index into them); data of
+        # b > 8 bits: the pixel itself is the symbol, under a quantized Gaussian over 0..2^b - 1
         v = data_values(d)
+        self.bits, self.max_value = pixel_bits(d), pixel_max(d)
         self.values = v if v is not None else torch.arange(256)
         self.lut = torch.full((256,), -1, dtype=torch.long)
         self.lut[self.values] = torch.arange(len(self.values))
         c = _constriction().stream.model
+        self.wide = c.QuantizedGaussian(0, self.max_value) if self.bits > 8 else None
         self.window = c.QuantizedGaussian(-WINDOW, WINDOW)
         self.full = [None] * self.T
         self._model = c.QuantizedGaussian
@@ -154,6 +157,11 @@ class Chain:
         log_var = log_var.double().cpu()
         if d.variance.is_learned:
             log_var = torch.round(log_var * 1024) / 1024
+        if t == 0 and self.wide is not None:  # b > 8 bits: the decoder's mean and std in pixel units
+            lo, hi = d.data_range
+            unit = (hi - lo) / self.max_value
+            mean_px = torch.round((mean.double().cpu() - lo) / unit * MEAN_GRID) / MEAN_GRID
+            return mean_px.flatten().numpy(), (torch.exp(0.5 * log_var) / unit).clamp_min(0.05).flatten().numpy()
         if t == 0:
             return decoder_table(torch.round(mean.double().cpu() * 2**20) / 2**20, 0.5 * log_var, d.data_range,
                                  self.values)
@@ -163,11 +171,6 @@ class Chain:
 
     def prior(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(n), np.full(n, 1.0 / float(self.delta[self.T - 1]))
-
-
-def even_values(k: int) -> list[int]:
-    """K grey levels spread evenly over 0..255: round(i * 255 / (K - 1)) (8-bit data quantised to K levels)."""
-    return [int(math.floor(i * 255 / (k - 1) + 0.5)) for i in range(k)]
 
 
 def decoder_table(mean: torch.Tensor, log_scale: torch.Tensor, data_range: tuple[float, float],
@@ -214,11 +217,13 @@ class _Coder:
 
 
 def _encode_chunk(coder: _Coder, chain: Chain, u8: torch.Tensor) -> None:
-    x0 = from_uint8(u8, chain.denoiser.data_range).double()
+    x0 = from_uint8(u8, chain.denoiser.data_range, chain.max_value).double()
     prev = x0
     for t in range(chain.T):
         k = coder.pop_q(chain, t, prev).reshape(u8.shape)  # x_t ~ q(x_t | x_{t-1})
-        if t == 0:
+        if t == 0 and chain.wide is not None:
+            coder.push(chain.wide, u8.long(), *chain.p(0, k))
+        elif t == 0:
             coder.push_pixels(chain.lut[u8.long()], chain.p(0, k))  # x_0 with the decoder p(x_0 | x_1)
         else:
             coder.push(chain.full_model(t - 1), prev, *chain.p(t, k))  # x_{t-1} with p(x_{t-1} | x_t)
@@ -230,7 +235,10 @@ def _decode_chunk(coder: _Coder, chain: Chain, shape: tuple[int, ...]) -> torch.
     n = math.prod(shape)
     k = coder.pop(chain.full_model(chain.T - 1), *chain.prior(n)).reshape(shape)
     for t in range(chain.T - 1, -1, -1):
-        if t == 0:
+        if t == 0 and chain.wide is not None:
+            u8 = coder.pop(chain.wide, *chain.p(0, k)).reshape(shape).to(torch.int32)
+            prev = from_uint8(u8, chain.denoiser.data_range, chain.max_value).double()
+        elif t == 0:
             u8 = chain.values[coder.pop_pixels(chain.p(0, k))].reshape(shape).to(torch.uint8)
             prev = from_uint8(u8, chain.denoiser.data_range).double()
         else:
@@ -265,13 +273,22 @@ def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[st
     bits included, the figure to compare with PNG or bz2 on the same bytes). ``timesteps``: code on those of the
     model's levels (a chain chosen for the run, :func:`scorekit.codec.chains.chosen_chain`); else ``levels``: that
     many spread evenly (:func:`coding_chain`); either is recorded in the header."""
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ScorekitError("the codec takes uint8 images of shape (N, C, H, W)")
+    bits = pixel_bits(denoiser)
+    if images.ndim != 4 or (images.dtype != torch.uint8 if bits <= 8 else images.is_floating_point()):
+        raise ScorekitError(f"the codec takes {'uint8' if bits <= 8 else 'integer'} images of shape (N, C, H, W)")
     if tuple(images.shape[1:]) != tuple(denoiser.image_shape):
         raise ScorekitError(f"images of shape {tuple(images.shape[1:])}; the model codes {tuple(denoiser.image_shape)}")
     full_levels = denoiser.process.num_levels
     chain, dims = Chain(coding_chain(denoiser, levels, timesteps)), math.prod(images.shape[1:])
-    off = first_off_values(images, chain.values)
+    if bits > 8:  # b-bit integers: 0..2^b - 1, kept as int32
+        images = images.to(torch.int32)
+        bad = ((images < 0) | (images > chain.max_value)).flatten(1).any(1)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            v = images[i][(images[i] < 0) | (images[i] > chain.max_value)][0]
+            raise CodecError(f"image {names[i] if names else i}: pixel value {int(v)} is outside the run's {bits}-bit "
+                             f"range 0..{chain.max_value} (data.bits)")
+    off = first_off_values(images, chain.values) if bits <= 8 else None
     if off is not None:
         raise CodecError(f"image {names[off[0]] if names else off[0]}: pixel value {off[1]} is not among the run's "
                          f"{len(chain.values)} data values (data.values); this model cannot code it")
@@ -294,7 +311,9 @@ def compress(denoiser, images: torch.Tensor, *, source: str = "", names: list[st
     header = {"format": 2, "weights": weights_sha256(denoiser)[:HASH_HEX], "shape": list(images.shape[1:]),
               "count": len(images), "chunks": chunks, "bins_per_std": BINS_PER_STD, "initial_words": len(init),
               "payload": _sha(payload), "images": _sha(images.cpu().numpy().tobytes())}
-    if len(chain.values) < 256:
+    if bits > 8:
+        header["bits"] = bits
+    elif len(chain.values) < 256:
         v = chain.values.tolist()  # K evenly spaced grey levels (Glow's n_bits) are recorded as K
         header["values"] = len(v) if v == even_values(len(v)) else v
     if timesteps is not None and chain.T < full_levels:
@@ -336,6 +355,9 @@ def decompress(denoiser, data: bytes, *, progress=None) -> torch.Tensor:
             raise CodecError(f"the file's chain {spec!r} does not fit this run's {T} levels (corrupted header?)")
         timesteps = chain_from(spec[0], T, spec[1])
     chain = Chain(coding_chain(denoiser, int(header.get("levels", 0)), timesteps))
+    if header.get("bits", 8) != chain.bits:
+        raise CodecError(f"the file codes {header.get('bits', 8)}-bit pixels; this run's data are {chain.bits}-bit "
+                         "(data.bits differs: another configuration of the run)")
     values = header.get("values", list(range(256)))
     if isinstance(values, int) and 2 <= values <= 256:
         values = even_values(values)

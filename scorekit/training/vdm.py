@@ -60,13 +60,12 @@ def prior_nats(x0: torch.Tensor, gamma_1: torch.Tensor) -> torch.Tensor:
     return 0.5 * (s2 + a2 * x0**2 - 1 - torch.log(s2)).flatten(1).sum(1)
 
 
-def vdm_loss(denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, steps: int = 0,
-             y: torch.Tensor | None = None, aug: torch.Tensor | None = None) -> torch.Tensor:
-    """-ELBO per image in bits/dim at times ``t`` in [0, 1] (the module docstring); ``steps`` = T' > 0: the
-    discrete-time diffusion term (t rounded up to the grid i / T'). The network sees level t (T - 1). The decoder's
-    z_0 reuses the diffusion term's eps (each term stays unbiased)."""
+def diffusion_nats(denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, steps: int = 0,
+                   y: torch.Tensor | None = None, aug: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
+    """L_diffusion per image (nats) at times ``t`` in [0, 1] (``steps`` = T' > 0: discrete time, t rounded up to
+    the grid i / T'), and the learned schedule's shape tensors (empty for a fixed schedule)."""
     gamma = schedule_of(denoiser)
-    T, D = denoiser.process.num_levels, x0[0].numel()
+    T = denoiser.process.num_levels
     t = t.to(x0.device, torch.float64)
     if steps:
         t = torch.ceil(t * steps).clamp(min=1) / steps
@@ -76,11 +75,20 @@ def vdm_loss(denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, ste
     a = torch.sigmoid(-g_t).sqrt().reshape(-1, *[1] * (x0.ndim - 1))
     s = torch.sigmoid(g_t).sqrt().reshape(-1, *[1] * (x0.ndim - 1))
     eps_hat = denoiser(a * x0 + s * eps, t.double() * (T - 1), y=y, aug=aug).eps.to(x0.dtype)
-    ends = gamma(torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device))
-    nats = (weight * ((eps - eps_hat) ** 2).flatten(1).sum(1) + recon_nats(denoiser, x0, ends[0], eps)
-            + prior_nats(x0, ends[1]))
-    bpd = nats / (D * math.log(2.0))
-    if shape and torch.is_grad_enabled():  # the shape learns the bound's second moment: d E[L^2] = E[2 L dL]
+    return weight * ((eps - eps_hat) ** 2).flatten(1).sum(1), shape
+
+
+def vdm_loss(denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, steps: int = 0,
+             y: torch.Tensor | None = None, aug: torch.Tensor | None = None, *,
+             variance_gradient: bool = True) -> torch.Tensor:
+    """-ELBO per image in bits/dim at times ``t`` in [0, 1] (the module docstring); ``steps`` = T' > 0: the
+    discrete-time diffusion term (t rounded up to the grid i / T'). The network sees level t (T - 1). The decoder's
+    z_0 reuses the diffusion term's eps (each term stays unbiased)."""
+    diffusion, shape = diffusion_nats(denoiser, x0, t, eps, steps, y, aug)
+    ends = schedule_of(denoiser)(torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device))
+    nats = diffusion + recon_nats(denoiser, x0, ends[0], eps) + prior_nats(x0, ends[1])
+    bpd = nats / (x0[0].numel() * math.log(2.0))
+    if shape and variance_gradient and torch.is_grad_enabled():  # the shape learns E[L^2]: d E[L^2] = E[2 L dL]
         scale = 2 * bpd.detach()
         for tensor in shape:
             if tensor.requires_grad:
