@@ -116,7 +116,7 @@ def test_the_codec_codes_on_the_data_values(tmp_path):
     levels, eight = load(tmp_path / "levels"), load(tmp_path / "eight")
     x = digits("test").images[:40]
     data, rates = compress(levels, x)
-    assert torch.equal(decompress(levels, data), x) and read_header(data)[0]["values"] == 17  # the digits: 17 even levels
+    assert torch.equal(decompress(levels, data), x) and read_header(data)[0]["values"] == 17  # 17 even levels
     data8, rates8 = compress(eight, x)
     # the same network: only the decoder differs, so the file is smaller by what the wider bins save
     assert rates["bits_per_dim"] < rates8["bits_per_dim"]

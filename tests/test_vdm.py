@@ -153,7 +153,7 @@ def test_a_learned_schedule_run_trains_resumes_measures_and_codes(tmp_path):
     train_run("vdm-digits", tmp_path / "a", over, device="cpu", progress=False)
     d = load(tmp_path / "a")
     g = d.net.gamma
-    assert float(g.gamma_0) != pytest.approx(-13.3, abs=1e-6)
+    assert float(g.gamma_0.detach()) != pytest.approx(-13.3, abs=1e-6)
     assert torch.allclose(d.process.alphas_cumprod, learned_process(g, 12).alphas_cumprod)
     train_run("vdm-digits", tmp_path / "b", [*over[:4], "training.steps=3", *over[5:]], device="cpu", progress=False)
     train_run(tmp_path / "b", None, ["training.steps=6"], device="cpu", progress=False)
@@ -177,3 +177,11 @@ def test_vdm_settings_are_checked():
         load_config("vdm-digits", ["model.fourier=[20]"])
     with pytest.raises(ConfigError, match="process.gamma_min"):
         load_config("vdm-digits", ["process.gamma_min=6"])
+
+
+def test_export_refuses_a_learned_schedule_naming_it():
+    from scorekit.config import load_config
+    from scorekit.interop.diffusers import export_refusal
+
+    assert "process.schedule=learned" in export_refusal(load_config("vdm-digits"))
+    assert "model.fourier" in export_refusal(load_config("ddpm-digits", ["model.fourier=[3]"]))

@@ -213,6 +213,11 @@ def export_refusal(cfg: Config) -> str | None:
                 "DDPMPipeline would run it on all 1000")
     if cfg.process.kind != "vp":
         return f"process.kind={cfg.process.kind}: diffusers' DDPMScheduler is the VP (DDPM) process"
+    if cfg.process.schedule == "learned":
+        return ("process.schedule=learned: VDM's schedule is a network in the run; DDPMScheduler takes a named beta "
+                "schedule")
+    if m.fourier:
+        return f"model.fourier={m.fourier}: UNet2DModel has no Fourier-feature input channels"
     if m.arch != "unet":
         return f"model.arch={m.arch}: UNet2DModel is the DDPM U-Net; there is no diffusers RefineNet"
     if m.num_classes:
