@@ -14,7 +14,7 @@ from .denoiser import Denoiser
 from .dist import Dist
 from .errors import DataError
 from .images import OutPaths, save_grid, save_npz, save_pngs, to_uint8
-from .likelihood import data_values, first_off_values, vlb_bpd
+from .likelihood import data_values, first_off_values, pixel_max, vlb_bpd
 from .rng import ImageRNG
 from .samplers import sample, sampling_options
 
@@ -117,7 +117,8 @@ def bits_per_dim(denoiser: Denoiser, *, split: str = "test", n: int = 0, seed: i
             totals[idx] = out["bpd"].cpu().double()
             nfe += int(out["nfe"])
         else:
-            out = vlb_bpd(denoiser, preprocess(u8, denoiser.data_range).to(denoiser.device), rng, progress=progress)
+            x0 = preprocess(u8, denoiser.data_range, max_value=pixel_max(denoiser)).to(denoiser.device)
+            out = vlb_bpd(denoiser, x0, rng, progress=progress)
             totals[idx] = out["total"].cpu()
             extra["prior_bpd"][idx] = out["prior"].cpu().double()
             extra["decoder_bpd"][idx] = out["terms"][:, 0].cpu()

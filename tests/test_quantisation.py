@@ -235,3 +235,37 @@ def test_sixteen_bit_png_and_tiff_files_round_trip_through_the_commands(tmp_path
         assert back.dtype == np.uint16 and np.array_equal(back.astype(np.int32), x[i, 0].numpy())
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(src / "eight.png")
     assert main(["compress", str(tmp_path / "run"), str(src), "--out", str(tmp_path / "g"), "--no-progress"]) == 2
+
+
+def test_a_run_trains_on_a_folder_of_sixteen_bit_images(tmp_path):
+    """data.bits=16 on a folder of 16-bit PNG / TIFF files: the loader keeps every value (int32), training maps
+    0..65535 onto [-1, 1], the bound is measured with 2^16 bins, and an 8-bit file in the folder is refused."""
+    from PIL import Image
+
+    from scorekit.config import load_config
+    from scorekit.data import build_source
+    from scorekit.data.pipeline import preprocess
+    from scorekit.errors import DataError
+    from scorekit.evaluate import bits_per_dim
+    from scorekit.run import load
+    from scorekit.training.loop import train_run
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    x = _sixteen_bit(12, 4)
+    for i in range(12):
+        Image.fromarray(x[i, 0].numpy().astype(np.uint16)).save(folder / f"{i:02d}{'.png' if i % 2 else '.tif'}")
+    over = [*TINY, "data.bits=16", "data.detect_values=false", "data.dataset=folder", f"data.path={folder}",
+            "training.steps=2", "training.batch_size=4", "training.test_every=0", "eval.bpd_images=0",
+            "eval.proxy_samples=0", "sampling.num_samples=4", "sampling.steps=2"]
+    cfg = load_config("ddpm-digits", over)
+    source = build_source(cfg.data)
+    loaded = torch.stack([source[i] for i in range(12)])
+    assert loaded.dtype == torch.int32 and torch.equal(loaded, x)
+    assert preprocess(torch.tensor([0, 65535]), (-1.0, 1.0), max_value=65535).tolist() == [-1.0, 1.0]
+    train_run("ddpm-digits", tmp_path / "run", over, device="cpu", progress=False)
+    res = bits_per_dim(load(tmp_path / "run"), split="train", n=4)
+    assert 8 < res["bpd"] < 40  # 16-bit pixels: 8 bits more per pixel than the same model at 8 bits
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "eight.png")
+    with pytest.raises(DataError, match="16-bit grey images"):
+        build_source(cfg.data)[12]

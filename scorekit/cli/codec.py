@@ -11,7 +11,6 @@ from pathlib import Path
 from .args import Number, existing_file
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")  # lossless inputs only: a JPEG's pixels are already an approximation
-WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grey PNG / TIFF
 
 
 def read_images(specs: list[str], shape: tuple[int, int, int], bits: int = 8):
@@ -23,6 +22,7 @@ def read_images(specs: list[str], shape: tuple[int, int, int], bits: int = 8):
     import torch
     from PIL import Image
 
+    from ..data.sources import WIDE_MODES
     from ..errors import ScorekitError
 
     c, h, w = shape

@@ -65,13 +65,13 @@ def search_chain(denoiser, images_u8: torch.Tensor, levels: int = CHAIN_LEVELS, 
     ``images_u8`` is lowest (one draw of x_t per term and image, the same draws for every candidate). Returns
     ``timesteps``, ``bound_bpd`` and every candidate's ``(start, bound)``."""
     from ..data.pipeline import preprocess
-    from ..likelihood import vlb_bpd
+    from ..likelihood import pixel_max, vlb_bpd
     from ..rng import ImageRNG
 
     T = denoiser.process.num_levels
     if not 1 <= levels <= T:
         raise ScorekitError(f"--levels {levels}: choose 1..{T} (the run's levels)")
-    x0 = preprocess(images_u8, denoiser.data_range)
+    x0 = preprocess(images_u8, denoiser.data_range, max_value=pixel_max(denoiser))
     tried = []
     starts = [s for s in start_candidates(denoiser.process) if s <= T - levels]  # room for all the levels
     for i, start in enumerate(starts):

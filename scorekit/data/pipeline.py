@@ -97,14 +97,14 @@ class _Plan(torch.utils.data.Sampler):
 
 
 def preprocess(u8: torch.Tensor, data_range: tuple[float, float], *, flip: torch.Tensor | None = None,
-               dequant_noise: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 -> model range; optional horizontal flips (a bool per image) and uniform dequantization
-    (NCSN v1: x = (u8 + U[0, 1)) / 256 on [0, 1])."""
+               dequant_noise: torch.Tensor | None = None, max_value: int = 255) -> torch.Tensor:
+    """uint8 (or integers 0..max_value: b-bit data) -> model range; optional horizontal flips (a bool per image) and
+    uniform dequantization (NCSN v1: x = (u8 + U[0, 1)) / 256 on [0, 1])."""
     if dequant_noise is not None:
         lo, hi = data_range
-        x = (u8.float() + dequant_noise) / 256.0 * (hi - lo) + lo
+        x = (u8.float() + dequant_noise) / (max_value + 1.0) * (hi - lo) + lo
     else:
-        x = from_uint8(u8, data_range)
+        x = from_uint8(u8, data_range, max_value)
     if flip is not None:
         x = torch.where(flip.reshape(-1, 1, 1, 1), x.flip(-1), x)
     return x

@@ -17,7 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grey PNG / TIFF
 DIGITS_TEST_SIZE = 300  # fixed split: 1497 training and 300 test digits
 
 
@@ -45,15 +46,21 @@ class InMemory(ImageSource):
         self.name, self.images, self.labels, self.class_names = name, images, labels, class_names
 
 
-def prepare(img: Image.Image, resolution: int, channels: int, centre_crop: int = 0) -> torch.Tensor:
-    """Optional fixed centre crop (CelebA: 140), centre crop to a square, resize, to uint8 (C, H, W)."""
-    img = img.convert("L" if channels == 1 else "RGB")
+def prepare(img: Image.Image, resolution: int, channels: int, centre_crop: int = 0, bits: int = 8) -> torch.Tensor:
+    """Optional fixed centre crop (CelebA: 140), centre crop to a square, resize, to uint8 (C, H, W); ``bits`` > 8:
+    a 16-bit grey image, kept as int32 integers 0..2^bits - 1 (resized, if it must be, in 32-bit integers)."""
+    if bits > 8:
+        if img.mode not in WIDE_MODES:
+            raise ValueError(f"data.bits={bits} needs 16-bit grey images, got a {img.mode} image")
+        img = img.convert("I")
+    else:
+        img = img.convert("L" if channels == 1 else "RGB")
     if centre_crop:
         img = _centre_crop(img, centre_crop)
     img = _centre_crop(img, min(img.size))
     if img.size != (resolution, resolution):
         img = img.resize((resolution, resolution), Image.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.asarray(img).clip(0, 2**bits - 1).astype(np.int32) if bits > 8 else np.asarray(img, dtype=np.uint8)
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
@@ -64,10 +71,11 @@ def _centre_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def decode(data: bytes | Path, label: str, resolution: int, channels: int, centre_crop: int = 0) -> torch.Tensor:
+def decode(data: bytes | Path, label: str, resolution: int, channels: int, centre_crop: int = 0,
+           bits: int = 8) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
-            return prepare(img, resolution, channels, centre_crop)
+            return prepare(img, resolution, channels, centre_crop, bits)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"{label}: cannot read the image ({e.__class__.__name__}: {e})") from None
 
@@ -136,8 +144,9 @@ def cifar10(path: str | Path, split: str = "train") -> InMemory:
 class Files(ImageSource):
     """Images decoded on access from a folder (recursive) or a zip archive."""
 
-    def __init__(self, path: str | Path, resolution: int, channels: int, centre_crop: int = 0):
+    def __init__(self, path: str | Path, resolution: int, channels: int, centre_crop: int = 0, bits: int = 8):
         self.path, self.resolution, self.channels, self.centre_crop = Path(path), resolution, channels, centre_crop
+        self.bits = bits
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file or folder")
         self.zip = self.path.is_file()
@@ -171,8 +180,9 @@ class Files(ImageSource):
             if self._zf is None:  # opened lazily, once per worker process
                 self._zf = zipfile.ZipFile(self.path)
             return decode(self._zf.read(name), f"{self.path}:{name}", self.resolution, self.channels,
-                          self.centre_crop)
-        return decode(self.path / name, str(self.path / name), self.resolution, self.channels, self.centre_crop)
+                          self.centre_crop, self.bits)
+        return decode(self.path / name, str(self.path / name), self.resolution, self.channels, self.centre_crop,
+                      self.bits)
 
     def __getstate__(self):
         return {**self.__dict__, "_zf": None}
@@ -249,6 +259,10 @@ def build_source(cfg, split: str = "train") -> ImageSource:
 
 
 def _build_source(cfg, split: str) -> ImageSource:
+    bits = getattr(cfg, "bits", 8)
+    if bits > 8 and cfg.dataset not in ("folder", "zip"):
+        raise DataError(f"data.bits={bits}: {bits}-bit images come from a folder or zip of 16-bit PNG / TIFF files "
+                        f"(data.dataset=folder or zip), not {cfg.dataset}")
     if cfg.dataset == "digits":
         return digits(split, cfg.resolution)
     if not cfg.path:
@@ -260,4 +274,4 @@ def _build_source(cfg, split: str) -> ImageSource:
     if cfg.dataset == "lsun":
         return LSUN(cfg.path, cfg.resolution, cfg.channels)
     crop = cfg.centre_crop or (140 if cfg.dataset == "celeba" else 0)
-    return Files(cfg.path, cfg.resolution, cfg.channels, crop)
+    return Files(cfg.path, cfg.resolution, cfg.channels, crop, bits)

@@ -17,6 +17,7 @@ from ..data.augment import Augment
 from ..data.augment import draw as draw_augment
 from ..denoiser import Denoiser
 from ..errors import DataError
+from ..likelihood import pixel_max
 from ..processes import DiscreteProcess
 from ..rng import image_seed
 from .tsampling import LossSecondMomentSampler, continuous_levels
@@ -44,7 +45,8 @@ class FixedBatches:
             if src is not None:
                 k = min(n, len(src))
                 u8 = src.images[:k] if src.images is not None else torch.stack([src[i] for i in range(k)])
-                x0 = preprocess(u8, denoiser.data_range, dequant_noise=None if dequant is None else dequant[:k])
+                x0 = preprocess(u8, denoiser.data_range, dequant_noise=None if dequant is None else dequant[:k],
+                                max_value=pixel_max(denoiser))
                 y = src.labels[:k].long() if cfg.model.num_classes and src.labels is not None else None
                 fields = (x0, t[:k], noise[:k], y, None if sigma is None else sigma[:k])
                 self.batches[name] = tuple(None if v is None else v.to(device) for v in fields)

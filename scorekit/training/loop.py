@@ -29,6 +29,7 @@ from ..ema.power import PowerEMA, save_snapshot
 from ..errors import CheckpointError, DataError, TrainingError, WriteError
 from ..factory import build_denoiser
 from ..images import atomic_write_bytes
+from ..likelihood import pixel_max
 from ..processes.vdm import refresh_schedule
 from ..progress import progress
 from ..rng import image_seed
@@ -229,7 +230,8 @@ class Trainer:
             sl = micro_batch_slice(tc.batch_size, dist.world, dist.rank, tc.grad_accum, micro)
             d = draws[sl]
             images, labels = next(batches)
-            x0 = preprocess(images, self.denoiser.data_range, flip=d.flip, dequant_noise=d.dequant)
+            x0 = preprocess(images, self.denoiser.data_range, flip=d.flip, dequant_noise=d.dequant,
+                            max_value=pixel_max(self.denoiser))
             y = self.class_labels(labels, d.drop)
             aug = None
             if d.augment is not None:  # non-leaky augmentation: the transformed images and their parameters
