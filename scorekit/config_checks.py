@@ -143,6 +143,9 @@ def _check_vdm(cfg: Config) -> None:
                              or m.precond != "none"):
         raise ConfigError("training.loss: vdm trains eps on the VP process with the U-Net and a fixed variance "
                           "(process.kind=vp, model.arch=unet, model.variance=fixedsmall, model.precond=none)")
+    if tc.loss == "vdm" and cfg.data.bits > 8:
+        raise ConfigError(f"training.loss: vdm's decoder is a categorical over the data's values, up to 8 bits; "
+                          f"data.bits={cfg.data.bits}")
     if m.fourier and m.arch != "unet":
         raise ConfigError(f"model.fourier: Fourier features are an input of the U-Net, got model.arch={m.arch}")
     if any(not 0 <= n <= 12 for n in m.fourier):

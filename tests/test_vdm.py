@@ -185,3 +185,10 @@ def test_export_refuses_a_learned_schedule_naming_it():
 
     assert "process.schedule=learned" in export_refusal(load_config("vdm-digits"))
     assert "model.fourier" in export_refusal(load_config("ddpm-digits", ["model.fourier=[3]"]))
+
+
+def test_vdm_is_refused_on_sixteen_bit_data():
+    from scorekit.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="up to 8 bits"):
+        load_config("vdm-digits", ["data.detect_values=false", "data.bits=16", "data.dataset=folder", "data.path=x"])

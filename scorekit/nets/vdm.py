@@ -53,8 +53,8 @@ class MonotoneGamma(nn.Module):
 
 
 class FourierInput(nn.Module):
-    """The network sees x and sin / cos(2^n pi x) for n in ``exponents`` (VDM Appendix C: n = 7, 8 for 8-bit data,
-    where the finest detail sits), as extra input channels."""
+    """The network sees x and sin / cos(2^n pi x) for n in ``exponents`` as extra input channels (VDM Appendix C:
+    high frequencies, near the data's quantisation step, where the finest detail sits)."""
 
     def __init__(self, exponents: list[int] | tuple[int, ...]):
         super().__init__()
