@@ -10,6 +10,12 @@ NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here)"
 
 
 def pytest_configure(config):
+    # one cache for the whole session and its subprocesses (the digits proxy classifier is trained once), never the
+    # user's ~/.cache
+    if not os.environ.get("SCOREKIT_CACHE"):
+        import tempfile
+
+        os.environ["SCOREKIT_CACHE"] = tempfile.mkdtemp(prefix="scorekit-test-cache-")
     config.addinivalue_line("markers", "cuda: checks what only a CUDA GPU can (skipped without one; "
                                        "`pytest -m cuda` runs these alone)")
 

@@ -38,3 +38,32 @@ def test_inception_score_of_uniform_and_one_hot_predictions():
     one_hot = np.eye(10)[np.arange(100) % 10]
     assert inception_score(one_hot, 1)[0] == pytest.approx(10.0)
     assert inception_score(one_hot, splits=10)[1] == pytest.approx(0.0)
+
+
+def test_the_trained_classifier_is_kept_on_disk_for_later_processes(tmp_path, monkeypatch):
+    """A first call trains and writes the weights under $SCOREKIT_CACHE; a later process (a cleared in-memory cache)
+    loads exactly those weights without training; a damaged file is trained again and replaced; an unwritable
+    cache folder only costs the training."""
+    import scorekit.metrics.proxy as proxy
+
+    monkeypatch.setenv("SCOREKIT_CACHE", str(tmp_path / "cache"))
+    proxy.trained_classifier.cache_clear()
+    first = proxy.trained_classifier(seed=3, epochs=1)
+    files = list((tmp_path / "cache").glob("digits-proxy-*.safetensors"))
+    assert len(files) == 1
+    proxy.trained_classifier.cache_clear()
+    trained = proxy._train
+    monkeypatch.setattr(proxy, "_train", lambda *a: (_ for _ in ()).throw(AssertionError("trained again")))
+    second = proxy.trained_classifier(seed=3, epochs=1)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    files[0].write_bytes(b"not safetensors")
+    monkeypatch.setattr(proxy, "_train", trained)
+    proxy.trained_classifier.cache_clear()
+    third = proxy.trained_classifier(seed=3, epochs=1)
+    assert torch.equal(third.head.weight, first.head.weight) and files[0].stat().st_size > 1000
+    (tmp_path / "ro").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("SCOREKIT_CACHE", str(tmp_path / "ro"))
+    proxy.trained_classifier.cache_clear()
+    assert torch.equal(proxy.trained_classifier(seed=3, epochs=1).head.weight, first.head.weight)
+    proxy.trained_classifier.cache_clear()

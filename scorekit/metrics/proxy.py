@@ -8,6 +8,10 @@ floor, the FD of as many real training digits, tells what a perfect model would 
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,9 +41,47 @@ class DigitsClassifier(nn.Module):
         return self.head(self.features(u8))
 
 
+CACHE_ENV = "SCOREKIT_CACHE"  # folder of the trained proxy classifier (default ~/.cache/scorekit)
+
+
+def _cache_path(seed: int, epochs: int) -> Path:
+    """Where the classifier trained with these settings, by this code and this torch, is kept."""
+    h = hashlib.sha256()
+    for part in (_SOURCE, torch.__version__, seed, epochs):
+        h.update(str(part).encode())
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scorekit")
+    return root / f"digits-proxy-{h.hexdigest()[:16]}.safetensors"
+
+
 @functools.lru_cache(maxsize=1)
 def trained_classifier(seed: int = 0, epochs: int = 40) -> DigitsClassifier:
-    """Train on the digits training split: fixed seed, fixed batch order, CPU; a few seconds."""
+    """Train on the digits training split: fixed seed, fixed batch order, CPU; a few seconds. The weights are kept
+    (safetensors) under $SCOREKIT_CACHE or ~/.cache/scorekit, keyed by a hash of this code, torch's version and the
+    settings, so that later processes load them instead of training again; an unwritable cache is skipped."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..checkpoint import atomic_save_file
+    from ..errors import WriteError
+
+    path = _cache_path(seed, epochs)
+    if path.is_file():
+        try:
+            net = DigitsClassifier()
+            net.load_state_dict(load_file(str(path)))
+            return net.eval().requires_grad_(False)
+        except (OSError, SafetensorError, RuntimeError):
+            pass  # a damaged cache: train again and replace it
+    net = _train(seed, epochs)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_file(path, {k: v.contiguous() for k, v in net.state_dict().items()}, {"seed": str(seed)})
+    except (OSError, WriteError):
+        pass
+    return net
+
+
+def _train(seed: int, epochs: int) -> DigitsClassifier:
     from ..data.sources import digits
 
     data = digits("train")
@@ -57,6 +99,9 @@ def trained_classifier(seed: int = 0, epochs: int = 40) -> DigitsClassifier:
                 loss.backward()
                 opt.step()
     return net.eval().requires_grad_(False)
+
+
+_SOURCE = inspect.getsource(DigitsClassifier) + inspect.getsource(_train)  # the cache's key: this code
 
 
 @torch.no_grad()
