@@ -355,7 +355,7 @@ def decompress(denoiser, data: bytes, *, progress=None) -> torch.Tensor:
             raise CodecError(f"the file's chain {spec!r} does not fit this run's {T} levels (corrupted header?)")
         timesteps = chain_from(spec[0], T, spec[1])
     chain = Chain(coding_chain(denoiser, int(header.get("levels", 0)), timesteps))
-    if header.get("bits", 8) != chain.bits:
+    if header.get("bits", 8) != max(chain.bits, 8):  # up to 8 bits the value set says it (checked below)
         raise CodecError(f"the file codes {header.get('bits', 8)}-bit pixels; this run's data are {chain.bits}-bit "
                          "(data.bits differs: another configuration of the run)")
     values = header.get("values", list(range(256)))
