@@ -107,8 +107,20 @@ def chain_choice(args, denoiser) -> dict:
         return {"levels": 0, "timesteps": None}
     if args.chain == "even":
         return {"levels": levels, "timesteps": None}
-    run = Path(args.run)
-    found = chosen_chain(denoiser, run if run.is_dir() else None, levels, say=lambda m: print(m, file=sys.stderr))
+    from ..progress import progress
+
+    run, bar = Path(args.run), []
+
+    def tick(done: int, total: int) -> None:
+        if not bar:
+            bar.append(progress(total=total, desc="coding chain", unit="start",
+                                enabled=not getattr(args, "no_progress", False)))
+        bar[0].update(1)
+
+    found = chosen_chain(denoiser, run if run.is_dir() else None, levels, progress=tick,
+                         say=lambda m: print(m, file=sys.stderr))
+    if bar:
+        bar[0].close()
     return {"levels": levels, "timesteps": found["timesteps"]}
 
 
@@ -139,8 +151,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     denoiser = load(args.run, device="cpu")
     check_codable(denoiser)
     images, names = read_images(args.images, tuple(denoiser.image_shape), pixel_bits(denoiser))
-    bar, tick = _bar(len(images), args, "compress")
     chain = chain_choice(args, denoiser)
+    bar, tick = _bar(len(images), args, "compress")
     data, rates = compress(denoiser, images, source=str(args.run), names=None if args.no_names else names,
                            batch_size=args.batch_size, progress=tick, **chain)
     bar.close()

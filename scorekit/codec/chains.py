@@ -92,6 +92,7 @@ def chosen_chain(denoiser, run_dir: str | Path | None, levels: int = CHAIN_LEVEL
     weights, else searched on training images (:func:`search_chain`) and saved there (atomically; a read-only
     run folder is only told)."""
     from ..data.sources import build_source
+    from ..errors import WriteError
     from ..images import atomic_write_bytes
     from .coder import weights_sha256
 
@@ -103,7 +104,7 @@ def chosen_chain(denoiser, run_dir: str | Path | None, levels: int = CHAIN_LEVEL
             cache = json.loads(path.read_text())
         except (OSError, ValueError):
             cache = {}
-        if not isinstance(cache, dict) or cache.get("weights") != weights:
+        if not isinstance(cache, dict) or cache.get("weights") != weights or not isinstance(cache.get("chains"), dict):
             cache = {}
     hit = cache.get("chains", {}).get(str(levels))
     if isinstance(hit, dict) and isinstance(hit.get("timesteps"), list):
@@ -119,6 +120,6 @@ def chosen_chain(denoiser, run_dir: str | Path | None, levels: int = CHAIN_LEVEL
         cache = {"weights": weights, "chains": {**cache.get("chains", {}), str(levels): found}}
         try:
             atomic_write_bytes(path, (json.dumps(cache, indent=1) + "\n").encode())
-        except OSError as e:
-            say(f"could not keep the chain in {path} ({e.strerror}); it will be chosen again next time")
+        except (OSError, WriteError) as e:
+            say(f"could not keep the chain ({e}); it will be chosen again next time")
     return found
