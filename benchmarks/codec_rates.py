@@ -1,6 +1,6 @@
 """Lossless rates on the digits test split: scorekit's bits-back codec against PNG and general-purpose compressors.
 
-    python benchmarks/codec_rates.py [--run RUN ...] [--chains chosen:30 even:50 all] [--n 300] [--out results.json]
+    python benchmarks/codec_rates.py [--run RUN ...] [--chains chosen:25 even:50 all] [--n 300] [--out results.json]
 
 Every coder sees exactly the same uint8 images (the digits as the data loader stores them: 8x8, 17 grey levels
 out of 256). General-purpose compressors get the raw bytes (N x 64); PNG, WebP lossless and JPEG XL lossless
@@ -68,8 +68,8 @@ def main() -> None:
     ap.add_argument("--run", nargs="+", default=[],
                     help="trained DDPM / VDM digits runs (each adds its bounds and codec rates)")
     ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--chains", nargs="+", default=["chosen:30"],
-                    help="chains to code on, one row each: chosen:K (compress's default, K = 30: the run's chosen "
+    ap.add_argument("--chains", nargs="+", default=["chosen:25"],
+                    help="chains to code on, one row each: chosen:K (compress's default, K = 25: the run's chosen "
                     "chain, searched on training images), even:K (K levels spread over all T) or all")
     ap.add_argument("--out", default="benchmarks/results/codec_rates.json")
     args = ap.parse_args()

@@ -135,11 +135,12 @@ def chain_args(p: argparse.ArgumentParser, default_levels: str) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    """Compress PNG images (files, folders, .npz, or digits:test) losslessly with a DDPM run: bits-back coding
-    with ANS over the run's Markov chain, pop x_t with q(x_t | x_{t-1}), push x_{t-1} with p(x_{t-1} | x_t),
-    x_0 with the discretized decoder and x_T with the prior. The codelength approaches the run's variational
-    bound (`scorekit bpd RUN`) plus a one-off cost of initial bits. Coding runs the network on one thread,
-    T times per chunk of images (CPU; about a minute for 300 digits)."""
+    """Compress PNG / TIFF images (files, folders, .npz, or digits:test) losslessly with a DDPM or VDM run: bits-back
+    coding with ANS over the run's Markov chain, pop x_t with q(x_t | x_{t-1}), push x_{t-1} with p(x_{t-1} | x_t),
+    x_0 with the discretized decoder and x_T with the prior. The codelength approaches the bound of the chain coded
+    on (`scorekit bpd RUN --levels K`) plus a one-off cost of initial bits and the header. By default the chain is 25
+    levels chosen for the run (searched once on training images, about 20 s, kept in RUN/codec_chain.json). Coding
+    runs the network on one thread, once per level and chunk of images (about 11 s for 300 digits)."""
     from ..codec import check_codable, compress
     from ..errors import ScorekitError
     from ..images import atomic_write_bytes
@@ -217,8 +218,8 @@ def _compress_args(p: argparse.ArgumentParser) -> None:
                    help="PNG files, folders of PNGs, .npz files with a uint8 'images' array, or digits:test")
     p.add_argument("--out", required=True, metavar="FILE", help="the compressed file")
     p.add_argument("--batch-size", type=Number(int, 1, 4096), default=300,
-                   help="images coded together at most (300; the first chunks are smaller: see scorekit/codec.py)")
-    chain_args(p, "30, the run's chosen chain")
+                   help="images coded together at most (300; the first chunks are smaller: scorekit/codec/coder.py)")
+    chain_args(p, "25, the run's chosen chain")
     p.add_argument("--no-names", action="store_true",
                    help="leave the file names out (decompress then names the images 000000.png, 000001.png, ...)")
     p.add_argument("--json", action="store_true", help="also print the rates as JSON")

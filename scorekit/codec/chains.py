@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ScorekitError
 
-CHAIN_LEVELS = 30  # the chosen chain's length by default (30 network calls per chunk of images)
+CHAIN_LEVELS = 25  # the chosen chain's length by default (25 network calls per chunk of images)
 SEARCH_IMAGES = 128  # training images the start level is chosen on
 SEARCH_STARTS = 14  # start levels tried: sigma on a geometric grid from sigma_min to SEARCH_SIGMA_MAX
 SEARCH_SIGMA_MAX = 2.0
