@@ -17,41 +17,13 @@ from typing import Any
 
 import yaml
 
-from .errors import ScorekitError
+from .config_checks import validate
+from .config_choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError
+
+__all__ = ["BOUND_LOSSES", "CHOICES", "CONSISTENCY_LOSSES", "FEWSTEP_LOSSES", "ConfigError", "Config", "load_config",
+           "from_dict"]
 
 
-class ConfigError(ScorekitError, ValueError):
-    """A configuration problem, with a one-line message naming the key."""
-
-
-# Allowed values of the string-valued keys (the single source of truth for validation and --help).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "family": ("ddpm", "ncsn"),
-    "data.dataset": ("digits", "cifar10", "folder", "zip", "lsun", "celeba"),
-    "data.dequantize": ("none", "uniform"),
-    "process.kind": ("vp", "ve", "subvp"),
-    "process.schedule": ("linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine", "learned"),
-    "process.ladder": ("geometric", "uniform"),
-    "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest", "classifier"),
-    "model.output": ("eps", "x0", "mean", "score", "sigma_score", "v"),
-    "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
-    "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood", "vdm", "cd", "ect", "ict",
-                      "pd"),
-    "training.t_sampling": ("uniform", "importance"),
-    "model.precond": ("none", "edm"),
-    "training.precision": ("auto", "fp32", "bf16"),
-    "sampling.precision": ("auto", "fp32", "bf16"),
-    "sampling.sampler": ("ancestral", "langevin", "ddim", "euler", "heun", "rk45", "dpm2m", "pc",
-                         "euler_ancestral", "edm_stochastic", "dpm2m_sde", "restart", "consistency"),
-    "sampling.schedule": ("auto", "karras", "logsnr", "uniform", "quad"),
-}
-
-# The true bound's per-level terms (DDPM Eq. 5) as a loss: "kl" is DDPM's name, "vlb" improved DDPM's.
-BOUND_LOSSES = ("kl", "vlb")
-# Few-step objectives: consistency distillation and training (Song et al. 2023; easy consistency tuning, Geng et
-# al. 2024; improved CT, Song & Dhariwal 2023) and progressive distillation (Salimans & Ho 2022).
-CONSISTENCY_LOSSES = ("cd", "ect", "ict")
-FEWSTEP_LOSSES = (*CONSISTENCY_LOSSES, "pd")
 
 
 @dataclass
@@ -274,8 +246,6 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    from .config_checks import validate
-
     return validate(_build(Config, data))
 
 

@@ -3,10 +3,13 @@ Every problem is one :class:`~scorekit.config.ConfigError` naming the key and wh
 
 from __future__ import annotations
 
-from .config import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, Config, ConfigError
+from .config_choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError
+
+# ``cfg`` is a scorekit.config.Config throughout; this module does not import it, so that config (which validates
+# with it) and it do not import each other.
 
 
-def _positive(cfg: Config, keys: list[str], strict: bool = True) -> None:
+def _positive(cfg, keys: list[str], strict: bool = True) -> None:
     for key in keys:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -14,7 +17,7 @@ def _positive(cfg: Config, keys: list[str], strict: bool = True) -> None:
             raise ConfigError(f"{key}: must be {'> 0' if strict else '>= 0'}, got {value}")
 
 
-def validate(cfg: Config) -> Config:
+def validate(cfg):
     """Check choices, ranges and cross-field consistency; return ``cfg``."""
     for key, allowed in CHOICES.items():
         obj = cfg
@@ -132,7 +135,7 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def _check_vdm(cfg: Config) -> None:
+def _check_vdm(cfg) -> None:
     p, m, tc = cfg.process, cfg.model, cfg.training
     if p.schedule == "learned" and (p.kind != "vp" or tc.loss != "vdm"):
         raise ConfigError("process.schedule: learned is VDM's schedule: it needs process.kind=vp and "
@@ -154,7 +157,7 @@ def _check_vdm(cfg: Config) -> None:
         raise ConfigError(f"training.vdm_steps: a number of steps >= 0 for training.loss=vdm, got {tc.vdm_steps}")
 
 
-def _check_fewstep(cfg: Config) -> None:
+def _check_fewstep(cfg) -> None:
     """Consistency models and distillation (the fewstep section)."""
     f, tc, m = cfg.fewstep, cfg.training, cfg.model
     if m.consistency != (tc.loss in CONSISTENCY_LOSSES):

@@ -94,7 +94,7 @@ def chosen_chain(denoiser, run_dir: str | Path | None, levels: int = CHAIN_LEVEL
     from ..data.sources import build_source
     from ..errors import WriteError
     from ..images import atomic_write_bytes
-    from .coder import weights_sha256
+    from .fileformat import weights_sha256
 
     weights = weights_sha256(denoiser)
     path = Path(run_dir) / CACHE if run_dir is not None and Path(run_dir).is_dir() else None

@@ -49,7 +49,7 @@ from ..errors import ScorekitError
 from ..images import from_uint8
 from ..likelihood import data_values, even_values, first_off_values, pixel_bits, pixel_max, value_edges
 from .chains import chain_from, coding_chain
-from .fileformat import BINS_PER_STD, HASH_HEX, CodecError, _sha, pack_header, read_header
+from .fileformat import BINS_PER_STD, HASH_HEX, CodecError, _sha, pack_header, read_header, weights_sha256
 
 WINDOW = 5 * BINS_PER_STD  # pops from q: +-5 standard deviations
 RANGE_STDS = 10.0  # latents of level t are coded in |x| < sqrt(abar_t) max|x_0| + 10 sqrt(1 - abar_t)
@@ -66,15 +66,6 @@ def _constriction():
     except ImportError:
         raise ScorekitError("the codec needs the constriction package >= 0.5: pip install 'scorekit[codec]'") from None
     return constriction
-
-
-def weights_sha256(denoiser) -> str:
-    """SHA-256 over the network's tensors (sorted names, raw bytes): the model a file was made with."""
-    h = hashlib.sha256()
-    for name, value in sorted(denoiser.net.state_dict().items()):
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

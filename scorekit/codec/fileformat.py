@@ -21,6 +21,15 @@ class CodecError(ScorekitError):
     """A file that is not a scorekit codec file, is damaged, or was made with another model."""
 
 
+def weights_sha256(denoiser) -> str:
+    """SHA-256 over the network's tensors (sorted names, raw bytes): the model a file was made with."""
+    h = hashlib.sha256()
+    for name, value in sorted(denoiser.net.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:HASH_HEX]
 
