@@ -37,6 +37,18 @@ class ImageSource(torch.utils.data.Dataset):
         return self.images[i]
 
 
+def detect_values(data: ImageSource) -> list[int]:
+    """The uint8 values the training images take ([] when all 256 occur): data.detect_values."""
+    if data.images is not None:
+        counts = torch.bincount(data.images.flatten().long(), minlength=256)
+    else:
+        counts = torch.zeros(256, dtype=torch.long)
+        for i in range(len(data)):
+            counts += torch.bincount(data[i].flatten().long(), minlength=256)
+    values = counts.nonzero().flatten().tolist()
+    return values if len(values) < 256 else []
+
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

@@ -21,6 +21,7 @@ from ..likelihood import pixel_max
 from ..processes import DiscreteProcess
 from ..rng import image_seed
 from .tsampling import LossSecondMomentSampler, continuous_levels
+from .vdm import low_discrepancy
 
 
 class FixedBatches:
@@ -82,8 +83,7 @@ def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, 
     if tc.loss == "likelihood":
         t, weight = continuous_levels(process, B, g, device, tc.t_sampling)
     elif tc.loss == "vdm":  # VDM's low-discrepancy times (Appendix I.1), as fractional levels
-        u = torch.rand((), generator=g, device=device, dtype=torch.float64)
-        t = torch.remainder(u + torch.arange(B, dtype=torch.float64, device=device) / B, 1.0) * (num_levels - 1)
+        t = low_discrepancy(torch.rand((), generator=g, device=device, dtype=torch.float64), B) * (num_levels - 1)
     elif t_sampler is not None:
         t, weight = t_sampler.draw(B, g, device)
     else:

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import save_checkpoint
 from ..config import BOUND_LOSSES, FEWSTEP_LOSSES, Config
-from ..data import BatchStream, build_source, micro_batch_slice, preprocess
+from ..data import BatchStream, build_source, detect_values, micro_batch_slice, preprocess
 from ..data.augment import apply as augment_apply
 from ..denoiser import Denoiser
 from ..dist import Dist
@@ -414,18 +414,6 @@ class _Logger:
                 self.file.close()
             if self.tb is not None:
                 self.tb.close()
-
-
-def detect_values(data) -> list[int]:
-    """The uint8 values the training images take ([] when all 256 occur): data.detect_values."""
-    if data.images is not None:
-        counts = torch.bincount(data.images.flatten().long(), minlength=256)
-    else:
-        counts = torch.zeros(256, dtype=torch.long)
-        for i in range(len(data)):
-            counts += torch.bincount(data[i].flatten().long(), minlength=256)
-    values = counts.nonzero().flatten().tolist()
-    return values if len(values) < 256 else []
 
 
 def train_run(source: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, *,

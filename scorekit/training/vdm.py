@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from ..likelihood import data_values
+from ..likelihood import data_values, value_edges
 from ..processes.vdm import TableGamma
 
 
@@ -36,10 +36,8 @@ def low_discrepancy(u: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _values_in_range(denoiser) -> torch.Tensor:
-    lo, hi = denoiser.data_range
     v = data_values(denoiser)
-    v = torch.arange(256) if v is None else v
-    return v.double() / 255.0 * (hi - lo) + lo
+    return value_edges(torch.arange(256) if v is None else v, denoiser.data_range)[0]
 
 
 def recon_nats(denoiser, x0: torch.Tensor, gamma_0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -61,10 +59,12 @@ def prior_nats(x0: torch.Tensor, gamma_1: torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_nats(denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, steps: int = 0,
-                   y: torch.Tensor | None = None, aug: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
+                   y: torch.Tensor | None = None, aug: torch.Tensor | None = None,
+                   gamma: torch.nn.Module | None = None) -> tuple[torch.Tensor, tuple]:
     """L_diffusion per image (nats) at times ``t`` in [0, 1] (``steps`` = T' > 0: discrete time, t rounded up to
-    the grid i / T'), and the learned schedule's shape tensors (empty for a fixed schedule)."""
-    gamma = schedule_of(denoiser)
+    the grid i / T'), and the learned schedule's shape tensors (empty for a fixed schedule). ``gamma``: the
+    schedule (:func:`schedule_of` by default)."""
+    gamma = schedule_of(denoiser) if gamma is None else gamma
     T = denoiser.process.num_levels
     t = t.to(x0.device, torch.float64)
     if steps:
@@ -84,8 +84,9 @@ def vdm_loss(denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, ste
     """-ELBO per image in bits/dim at times ``t`` in [0, 1] (the module docstring); ``steps`` = T' > 0: the
     discrete-time diffusion term (t rounded up to the grid i / T'). The network sees level t (T - 1). The decoder's
     z_0 reuses the diffusion term's eps (each term stays unbiased)."""
-    diffusion, shape = diffusion_nats(denoiser, x0, t, eps, steps, y, aug)
-    ends = schedule_of(denoiser)(torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device))
+    gamma = schedule_of(denoiser)
+    diffusion, shape = diffusion_nats(denoiser, x0, t, eps, steps, y, aug, gamma)
+    ends = gamma(torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device))
     nats = diffusion + recon_nats(denoiser, x0, ends[0], eps) + prior_nats(x0, ends[1])
     bpd = nats / (x0[0].numel() * math.log(2.0))
     if shape and variance_gradient and torch.is_grad_enabled():  # the shape learns E[L^2]: d E[L^2] = E[2 L dL]
