@@ -140,7 +140,7 @@ class Chain:
     def p(self, t: int, k: torch.Tensor):
         """p(x_{t-1} | x_t) at x_t = k delta_t (t >= 1), as (mean, std) in bins of level t-1's grid, the mean
         rounded to 1/256 of a bin (learned variances: the log-variance rounded to 2^-10). At t = 0: the
-        decoder's table of the 256 pixel values."""
+        decoder's table over the data's values, or for data of b > 8 bits its (mean, std) in pixel units."""
         d = self.denoiser
         x_t = (k.double() * float(self.delta[t])).float().to(self.device)
         tt = torch.full((k.shape[0],), t, dtype=torch.long, device=self.device)
