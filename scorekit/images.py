@@ -99,13 +99,14 @@ def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 1, pad_va
     return out
 
 
-def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
-    """PNG of a uint8 (H, W, C) array, enlarged ``scale`` times with nearest neighbours."""
+def png_bytes(array: np.ndarray, scale: int = 1, *, stored: bool = False) -> bytes:
+    """PNG of a uint8 (H, W, C) array, enlarged ``scale`` times with nearest neighbours. ``stored``: deflate
+    without compression, so the file's size depends on the image's shape only, never on its content."""
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", **({"compress_level": 0} if stored else {}))
     return buf.getvalue()
 
 

@@ -3,6 +3,7 @@ answers, a killed server, bad requests), the command line, and a real browser co
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -15,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from scorekit.cli import main
 from scorekit.data import digits
 from scorekit.hype.report import Judgments, bootstrap, hype_scores, markdown, summarize
 from scorekit.hype.server import serve_in_thread
-from scorekit.hype.study import connect, create_study, judgments
+from scorekit.hype.study import blinding_warning, connect, create_study, judgments
 
 # ----- statistics -----------------------------------------------------------------------------------------
 
@@ -117,6 +119,68 @@ def test_study_files_do_not_reveal_real_or_fake(tmp_path):
     assert connect(tmp_path / "s").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with pytest.raises(Exception, match="never overwritten"):
         make_study(tmp_path / "s")
+
+
+def _seeded_kinds(seed, n_fake_total, n_real_total):
+    """The attack on studies made before the blinding of format 2: rebuild the id -> kind map from the seed and
+    the counts (the items listed fakes first, shuffled and given ids by one ``random.Random(seed)``)."""
+    rng = random.Random(seed)
+    order = list(range(n_fake_total + n_real_total))
+    rng.shuffle(order)
+    ids = []
+    while len(ids) < len(order):
+        candidate = f"{rng.getrandbits(64):016x}"
+        if candidate not in ids:
+            ids.append(candidate)
+    return {i: "fake" if k < n_fake_total else "real" for i, k in zip(ids, order)}
+
+
+def test_the_seed_and_the_counts_reveal_no_kind(tmp_path):
+    """Before the fix the replay rebuilt 22 of 22 kinds of this study."""
+    truth_a, _ = make_study(tmp_path / "a", seed=0)
+    truth_b, _ = make_study(tmp_path / "b", seed=0)
+    assert not set(truth_a) & set(truth_b)  # same seed, same counts: no id in common
+    replayed = _seeded_kinds(0, 11, 11)
+    assert not set(replayed) & set(truth_a)  # the replay names none of the study's ids, so recovers no kind
+    # every file of the study is the same kind of PNG and the same number of bytes, real or fake
+    files = sorted((tmp_path / "a" / "images").iterdir())
+    assert len({f.stat().st_size for f in files}) == 1
+    for f in files:
+        with Image.open(f) as img:
+            assert (img.mode, img.size, img.info) == ("L", (8, 8), {})
+    conn = connect(tmp_path / "a")
+    assert json.loads(conn.execute("SELECT value FROM meta").fetchone()[0])["blinding"] == 2
+    assert blinding_warning(conn, tmp_path / "a") is None
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'protocol'", (json.dumps({"per_rater": 4}),))
+    assert "make it again with `scorekit hype create`" in blinding_warning(conn, tmp_path / "a")
+    conn.close()
+
+
+def test_a_raters_order_does_not_follow_from_the_seed_and_their_token(tmp_path):
+    """Before the fix a rater's order came from random.Random(f"{seed}:{token}") applied to the reals followed by
+    the fakes; knowing the seed (default 0) and their token, a rater could undo the shuffle (20 of 20 kinds)."""
+    truth, tokens = make_study(tmp_path / "s", n=20, per_rater=20, raters=1)
+    server, base = serve_in_thread(tmp_path / "s")
+    try:
+        token = tokens[0]
+        complete(base, token, truth)
+    finally:
+        server.shutdown()
+    conn = connect(tmp_path / "s")
+    test_ids = [r[0] for r in conn.execute("SELECT image_id FROM assignments WHERE token = ? AND phase = 'test' "
+                                           "ORDER BY position", (token,))]
+    n_test_images = conn.execute("SELECT COUNT(*) FROM images WHERE phase = 'test'").fetchone()[0]
+    n_tutorial = conn.execute("SELECT COUNT(*) FROM images WHERE phase = 'tutorial'").fetchone()[0]
+    conn.close()
+    rng = random.Random(f"0:{token}")
+    rng.shuffle(list(range(n_tutorial)))
+    for _ in range(n_test_images):  # one tie-break draw per test image
+        rng.random()
+    order = list(range(len(test_ids)))
+    rng.shuffle(order)  # position j held item order[j]; items 0 .. per_rater/2 - 1 were the reals
+    guessed = ["real" if k < len(test_ids) // 2 else "fake" for k in order]
+    hits = sum(g == truth[i] for g, i in zip(guessed, test_ids))
+    assert hits < len(test_ids)  # now chance (all 20 right with probability 1 / 184,756)
 
 
 # ----- the server over HTTP ---------------------------------------------------------------------------------

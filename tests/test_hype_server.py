@@ -148,3 +148,26 @@ def test_create_balances_the_pool_and_serve_says_what_its_counts_mean(tmp_path, 
     tokens = [line.split("/r/")[1].split()[0] for line in lines]
     assert main(["hype", "raters", str(study)]) == 0
     assert capsys.readouterr().out.count("not started") == 2 and tokens
+
+
+def test_serve_warns_once_about_a_study_made_before_the_blinding_fix(tmp_path):
+    """A study made before ids came from `secrets` (no "blinding" in its protocol) is served with one line saying
+    that its ids are predictable and how to make it again; a new study gets no such line."""
+    import json
+
+    from scorekit.hype.study import connect
+
+    make_study(tmp_path / "new")
+    make_study(tmp_path / "old")
+    conn = connect(tmp_path / "old")
+    proto = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'protocol'").fetchone()[0])
+    del proto["blinding"]
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'protocol'", (json.dumps(proto),))
+    conn.close()
+    errs = {}
+    for name in ("new", "old"):
+        proc, _, _ = _serve(tmp_path / name)
+        errs[name] = _stop(proc)[1]
+    assert "predict" not in errs["new"] and "hype create" not in errs["new"]
+    lines = [line for line in errs["old"].splitlines() if "hype create" in line]
+    assert len(lines) == 1 and "seed" in lines[0] and "Traceback" not in errs["old"]

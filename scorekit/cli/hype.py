@@ -119,11 +119,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     says otherwise. Each request must arrive within --timeout seconds of its connection (408 otherwise) and at
     most --max-connections are served at once, so stalled or hostile clients cannot hold it up."""
     from ..hype.server import make_server
-    from ..hype.study import connect, raters
+    from ..hype.study import blinding_warning, connect, raters
 
     conn = connect(args.study)
     tokens = raters(conn)
+    warning = blinding_warning(conn, args.study)
     conn.close()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     try:
         server = make_server(args.study, args.host, args.port, verbose=args.verbose, timeout=args.timeout,
                              max_connections=args.max_connections)

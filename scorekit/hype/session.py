@@ -33,7 +33,7 @@ def _assign(conn: sqlite3.Connection, token: str) -> None:
     proto = protocol(conn)
     with write_transaction(conn):
         if conn.execute("SELECT 1 FROM assignments WHERE token = ? LIMIT 1", (token,)).fetchone() is None:
-            rng = random.Random(f"{proto.get('seed', 0)}:{token}")
+            rng = random.SystemRandom()  # never the study's seed: a rater knows their token and maybe the seed
             tutorial = [r["id"] for r in conn.execute("SELECT id FROM images WHERE phase = 'tutorial' ORDER BY id")]
             rng.shuffle(tutorial)
             counts = conn.execute("""

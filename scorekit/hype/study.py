@@ -3,8 +3,11 @@ protocol, which image is real or fake, the rater tokens, each rater's assignment
 
 HYPE_inf (Zhou et al., NeurIPS 2019) shows raters a balanced, shuffled mix of real and generated images
 with no time limit, after a short tutorial with feedback; the score is the percentage of wrong judgments.
-File names never say which image is which: ids are random, PNGs are written in a shuffled order by the
-same encoder, and only the database knows the kind.
+Nothing a rater can see says which image is which (the blinding, format 2): ids come from ``secrets`` (never
+from the study's seed, which decides only which reals are drawn and how fakes are sampled), the files are
+written in an order shuffled by the operating system's random source, and every image is the same kind of PNG
+(one mode, no metadata, deflate without compression), so every file of a study has the same byte size. Only
+the database knows the kind. Studies made before format 2 drew their ids from the seed: ``hype serve`` warns.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..errors import ScorekitError
 from ..images import atomic_write_bytes, png_bytes
 
 DB_NAME = "study.sqlite"
+BLINDING = 2  # the protocol's "blinding": 2 = ids from secrets, equal-size PNGs; absent = seeded ids (predictable)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
@@ -119,15 +123,17 @@ def create_study(folder: str | Path, fakes: torch.Tensor, reals: torch.Tensor, *
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ScorekitError(f"--out {folder}: exists and is not an empty folder (a study is never overwritten)")
+    if fakes.dtype != torch.uint8 or reals.dtype != torch.uint8 or fakes.shape[1:] != reals.shape[1:]:
+        raise ScorekitError(f"hype study: fakes ({fakes.dtype}, {tuple(fakes.shape[1:])}) and reals ({reals.dtype}, "
+                            f"{tuple(reals.shape[1:])}) must both be uint8 images of one shape")
     half_t = tutorial // 2
     n_fake, n_real = len(fakes) - half_t, len(reals) - half_t
-    rng = random.Random(seed)
     items = ([("fake", "test" if i < n_fake else "tutorial", fake_sources[i], fakes[i]) for i in range(len(fakes))]
              + [("real", "test" if i < n_real else "tutorial", real_sources[i], reals[i]) for i in range(len(reals))])
-    rng.shuffle(items)  # the files' order (and times) say nothing about their kind
+    random.SystemRandom().shuffle(items)  # the files' order (and times) say nothing about their kind
     ids: list[str] = []
-    while len(ids) < len(items):
-        candidate = f"{rng.getrandbits(64):016x}"
+    while len(ids) < len(items):  # unguessable, like the rater tokens; nothing to do with ``seed``
+        candidate = secrets.token_hex(8)
         if candidate not in ids:
             ids.append(candidate)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
@@ -139,11 +145,11 @@ def create_study(folder: str | Path, fakes: torch.Tensor, reals: torch.Tensor, *
         conn.executescript(SCHEMA)
         conn.execute("BEGIN")
         for image_id, (kind, phase, source, img) in zip(ids, items):
-            atomic_write_bytes(tmp / "images" / f"{image_id}.png", png_bytes(img.permute(1, 2, 0).numpy()))
+            atomic_write_bytes(tmp / "images" / f"{image_id}.png", png_bytes(img.permute(1, 2, 0).numpy(), stored=True))
             conn.execute("INSERT INTO images (id, kind, phase, source) VALUES (?, ?, ?, ?)",
                          (image_id, kind, phase, source))
         proto = {**info, "n_fake": n_fake, "n_real": n_real, "tutorial": tutorial, "per_rater": per_rater,
-                 "seed": seed, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                 "seed": seed, "blinding": BLINDING, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                  "image_shape": list(fakes.shape[1:])}
         conn.execute("INSERT INTO meta (key, value) VALUES ('protocol', ?)", (json.dumps(proto),))
         conn.execute("COMMIT")
@@ -160,6 +166,15 @@ def create_study(folder: str | Path, fakes: torch.Tensor, reals: torch.Tensor, *
         add_raters(conn, n_raters)
         conn.close()
     return folder
+
+
+def blinding_warning(conn: sqlite3.Connection, folder: str | Path) -> str | None:
+    """One line if the study was made before the blinding of format 2 (its ids follow from its seed)."""
+    if protocol(conn).get("blinding", 1) >= BLINDING:
+        return None
+    return (f"warning: {folder} was made before scorekit drew image ids from `secrets`: its ids are predictable "
+            f"from its seed, so a rater who knows the seed can tell real from fake; make it again with `scorekit hype create` "
+            f"(same options, a new --out) and give raters the new links")
 
 
 def judgments(conn: sqlite3.Connection) -> list[dict]:
