@@ -146,6 +146,11 @@ def _check_vdm(cfg) -> None:
                              or m.precond != "none"):
         raise ConfigError("training.loss: vdm trains eps on the VP process with the U-Net and a fixed variance "
                           "(process.kind=vp, model.arch=unet, model.variance=fixedsmall, model.precond=none)")
+    if tc.loss == "vdm" and m.output != "eps":
+        # x0 / v / score outputs convert to eps with the schedule tables built at start-up, not with the schedule
+        # the bound trains (after gamma_1 moves 5 -> 8, alpha at t = 0.9 is 0.053 from gamma, 0.200 from the tables)
+        raise ConfigError(f"model.output: vdm's bound is written for an eps network (its conversions would use a "
+                          f"stale schedule); got model.output={m.output}, use model.output=eps")
     if tc.loss == "vdm" and cfg.data.bits > 8:
         raise ConfigError(f"training.loss: vdm's decoder is a categorical over the data's values, up to 8 bits; "
                           f"data.bits={cfg.data.bits}")

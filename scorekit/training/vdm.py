@@ -71,7 +71,11 @@ def diffusion_nats(denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tenso
         t = torch.ceil(t * steps).clamp(min=1) / steps
     t = t.to(x0.dtype)
     g_t, dg, shape = gamma.value_and_slope(t)
-    weight = 0.5 * (steps * torch.expm1(g_t - gamma(t - 1.0 / steps)) if steps else dg)
+    if steps:  # both ends of the step carry the schedule's shape, so both take its variance gradient
+        g_s, _, shape_s = gamma.value_and_slope(t - 1.0 / steps)
+        weight, shape = 0.5 * steps * torch.expm1(g_t - g_s), (*shape, *shape_s)
+    else:
+        weight = 0.5 * dg
     a = torch.sigmoid(-g_t).sqrt().reshape(-1, *[1] * (x0.ndim - 1))
     s = torch.sigmoid(g_t).sqrt().reshape(-1, *[1] * (x0.ndim - 1))
     eps_hat = denoiser(a * x0 + s * eps, t.double() * (T - 1), y=y, aug=aug).eps.to(x0.dtype)
