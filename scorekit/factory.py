@@ -84,7 +84,7 @@ def build_denoiser(cfg: Config) -> Denoiser:
                         data_range=data_range(cfg), precond=cfg.model.precond, sigma_data=cfg.model.sigma_data,
                         image_shape=(cfg.data.channels, cfg.data.resolution, cfg.data.resolution),
                         consistency=cfg.model.consistency, boundary=cfg.fewstep.sigma_min,
-                        top=fewstep_sigma_max(cfg) if cfg.model.consistency else 0.0)
+                        top=fewstep_sigma_max(cfg) if cfg.model.consistency or cfg.training.loss == "pd" else 0.0)
     denoiser.config = cfg
     refresh_schedule(denoiser)
     return denoiser

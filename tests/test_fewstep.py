@@ -127,6 +127,49 @@ def test_progressive_distillations_target_is_the_teachers_two_steps_in_one():
         assert torch.allclose(one, two, atol=1e-10)
 
 
+def test_progressive_distillations_rounds_nest_on_one_grid(monkeypatch):
+    """Every round's teacher steps between levels its student was trained on (the previous round's jumps), the
+    final schedule is the last round's jumps, and the student starts where it was trained (sigma 20, not 157).
+    Before the fix each round drew a fresh grid: the main job's teacher of round 2 ran on [20, 3.49, 0.34, ...]
+    while its student had learnt [20, 4.61, 0.72, ...]."""
+    import scorekit.training.fewstep as fewstep
+
+    over = [*TINY, "training.loss=pd", "fewstep.teacher=t", "fewstep.pd_steps=16", "fewstep.pd_final=2",
+            "training.steps=6", "training.batch_size=256"]
+    cfg = load_config("ddpm-digits", over)
+    torch.manual_seed(0)
+    student = build_denoiser(cfg)
+    teacher = build_denoiser(load_config("ddpm-digits", TINY))
+    seen: dict[int, list] = {}
+    fs = FewStep(cfg, student, teacher)
+
+    def record(D, x, s, s_mid, s_end):
+        seen.setdefault(fs.round, []).append((s, s_mid, s_end))
+        return torch.zeros_like(x)
+
+    monkeypatch.setattr(fewstep, "pd_target", record)
+    x0 = torch.zeros(256, 1, 8, 8)
+    for step in range(cfg.training.steps):
+        with torch.no_grad():
+            fs.loss(student, x0, torch.randn_like(x0), None, step, slice(None))
+        fs.after_step(student.net, step + 1)
+    assert sorted(seen) == [0, 1, 2]
+
+    def levels(triples, which):
+        return torch.cat([t[i] for t in triples for i in which]).unique()
+
+    def within(a, b):  # every level of a is one of b
+        return bool(torch.isclose(a[:, None], b[None, :], rtol=1e-9, atol=0).any(1).all())
+
+    for r in (0, 1):
+        taught = levels(seen[r], (0, 2))  # the student of round r jumps s -> s_end
+        assert within(levels(seen[r + 1], (0, 1, 2)), taught), r
+    final = fewstep.pd_schedule(cfg, fs.sigma_min, fs.sigma_max)
+    assert len(final) == 3 and within(final, levels(seen[2], (0, 2)))
+    assert float(final[0]) == pytest.approx(student.sigma_max) and student.sigma_max == 20.0  # the student samples from the top it was trained at
+    assert levels(seen[0], (0, 1, 2)).numel() == 17  # round 0: the 16-step grid and its final 0
+
+
 # ----- multistep consistency sampling ------------------------------------------------------------------------------
 
 class _ExactGaussianConsistency(Denoiser):

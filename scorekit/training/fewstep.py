@@ -13,7 +13,9 @@
   1 / (sigma_{i+1} - sigma_i), the stop-gradient student as its own target.
 * ``pd``: progressive distillation (Salimans & Ho 2022): the student learns in one deterministic (DDIM) step what
   the teacher does in two; N halves every round and the student becomes the teacher; loss weight max(SNR, 1)
-  ("truncated SNR"), SNR = 1 / sigma^2.
+  ("truncated SNR"), SNR = 1 / sigma^2. One grid serves every round (Algorithm 2's t = i / N, N halving): round r's
+  teacher steps between every 2^r-th level of the first round's N-level Karras grid, so each round's teacher runs on
+  exactly the levels its student was trained to jump between.
 
 The metric of the consistency objectives is the pseudo-Huber distance over the whole image,
 d(x, y) = sqrt(||x - y||^2 + c^2) - c with c = 0.00054 sqrt(dim) (Song & Dhariwal 2023), not per element.
@@ -101,9 +103,15 @@ def pd_rounds(cfg: Config) -> int:
     return max(1, round(math.log2(cfg.fewstep.pd_steps / cfg.fewstep.pd_final)))
 
 
+def pd_teacher_levels(cfg: Config, sigma_min: float, sigma_max: float, r: int) -> torch.Tensor:
+    """Round r's teacher levels (decreasing, ending in 0): every 2^r-th level of the first round's grid of
+    ``fewstep.pd_steps`` steps. The student of round r jumps between every other one of them, i.e. round r + 1's."""
+    return pd_grid(cfg, sigma_min, sigma_max, cfg.fewstep.pd_steps)[:: 2**r]
+
+
 def pd_schedule(cfg: Config, sigma_min: float, sigma_max: float) -> torch.Tensor:
-    """The final student's levels: every other level of the last round's teacher grid."""
-    return pd_grid(cfg, sigma_min, sigma_max, 2 * cfg.fewstep.pd_final)[::2]
+    """The final student's levels: every other level of the last round's teacher grid (``fewstep.pd_final`` steps)."""
+    return pd_teacher_levels(cfg, sigma_min, sigma_max, pd_rounds(cfg))
 
 
 class FewStep:
@@ -169,7 +177,7 @@ class FewStep:
             stage = step * f.stages // self.cfg.training.steps
             return self._self_target(student, x0, noise, y, t, ect_r(t, stage, f.ect_q))
         # pd
-        grid = pd_grid(self.cfg, self.sigma_min, self.sigma_max, 2 * self.student_steps(step)).to(device)
+        grid = pd_teacher_levels(self.cfg, self.sigma_min, self.sigma_max, self.round_of(step)).to(device)
         j = torch.randint(0, self.student_steps(step), (B,), generator=g, device=device)[sl]
         s, s_mid, s_end = grid[2 * j], grid[2 * j + 1], grid[2 * j + 2]
         x = x0 + expand_like(s, x0) * noise
