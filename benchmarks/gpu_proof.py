@@ -3,7 +3,9 @@
     PYTHONPATH=. python3 benchmarks/gpu_proof.py --out DIR [--budget 480] [--tiny]
 
 Runs from a source checkout with no install, on the machine's own torch (>= 2.4). Each section runs in its own
-process with its own time limit (a hang or a CUDA error ends that section, not the proof) and writes its results
+process group (session) with its own time limit: at the limit the whole group is killed, children included (the
+tests section's pytest has its own total limit below the section's and SCOREKIT_TEST_TIMEOUT per test), so a hang
+or a CUDA error ends that section and nothing of it runs on while later sections measure. Each writes its results
 as soon as they exist; after every section DIR/gpu_proof.json and DIR/gpu_proof.md (a table for BENCHMARKS.md) are
 rewritten, so a kill at any point keeps what was measured. Sections, in order:
 
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +64,25 @@ class Section:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
         tmp.replace(self.path)
+
+
+def run_group(cmd: list[str], limit: float, **popen) -> tuple[int | None, str]:
+    """Run ``cmd`` in a session of its own for at most ``limit`` seconds; then (or when it returns) kill whatever
+    is left of its process group, grandchildren included. Returns (exit code, or None at the limit; its output
+    if captured)."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+    try:
+        out, _ = proc.communicate(timeout=limit)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        out, code = None, None
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the session's id is the leader's pid, even after the leader exits
+    except (ProcessLookupError, PermissionError):
+        pass
+    if code is None:
+        out, _ = proc.communicate()
+    return code, out or ""
 
 
 # ----- sections (each runs in its own process) ----------------------------------------------------------------
@@ -125,8 +147,10 @@ def section_tests(s: Section, tiny: bool) -> None:
     report = s.path.with_name("tests_junit.xml")
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
            str(ROOT / "tests" / ("test_cuda.py" if tiny else ""))]
+    limit = max(5.0, float(os.environ.get("SCOREKIT_PROOF_LIMIT", "120")) - 10)  # the section's limit less a margin
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    code, output = run_group(cmd, limit, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
     failures = []
     if report.is_file():
@@ -143,8 +167,9 @@ def section_tests(s: Section, tiny: bool) -> None:
                 counts["skipped"] += 1
             else:
                 counts["passed"] += 1
-    s.put("pytest_cuda", {**counts, "exit_code": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
-                          "failures": failures, "tail": proc.stdout[-1500:]})
+    s.put("pytest_cuda", {**counts, "exit_code": code, "seconds": round(time.perf_counter() - t0, 1),
+                          "stopped": None if code is not None else f"at its total limit of {limit:.0f} s",
+                          "failures": failures, "tail": output[-1500:]})
 
 
 def _training_rate(net, cfg, device, batch: int, steps: int, *, bf16: bool, compile_: bool) -> dict:
@@ -414,11 +439,11 @@ def main() -> int:
         t0 = time.perf_counter()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--section", name,
                *(["--tiny"] if args.tiny else [])]
-        try:
-            proc = subprocess.run(cmd, timeout=limit, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            status = "done" if proc.returncode == 0 else f"failed (exit code {proc.returncode})"
-        except subprocess.TimeoutExpired:
+        code, _ = run_group(cmd, limit, env={**os.environ, "PYTHONUNBUFFERED": "1", "SCOREKIT_PROOF_LIMIT": str(limit)})
+        if code is None:
             status = f"stopped at its limit of {limit:.0f} s (results so far kept)"
+        else:
+            status = "done" if code == 0 else f"failed (exit code {code})"
         report["status"][name] = {"status": status, "seconds": round(time.perf_counter() - t0, 1)}
         report["seconds"] = time.perf_counter() - start
         write_report(out, report)

@@ -18,6 +18,22 @@ def pytest_configure(config):
         os.environ["SCOREKIT_CACHE"] = tempfile.mkdtemp(prefix="scorekit-test-cache-")
     config.addinivalue_line("markers", "cuda: checks what only a CUDA GPU can (skipped without one; "
                                        "`pytest -m cuda` runs these alone)")
+    if os.environ.get("SCOREKIT_TEST_STALL"):
+        _stall(os.environ["SCOREKIT_TEST_STALL"])
+
+
+def _stall(pid_file: str) -> None:
+    """SCOREKIT_TEST_STALL=FILE: hang like a wedged CUDA call (the GPU proof's test of its time box): start a child
+    that sleeps, write both pids to FILE, and sleep deaf to the per-test alarm."""
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    with open(pid_file, "w") as f:
+        f.write(f"{os.getpid()} {child.pid}\n")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM, signal.SIGINT})
+    time.sleep(3600)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -49,3 +49,29 @@ def test_a_hanging_section_is_stopped_and_the_rest_is_kept(tmp_path):
     assert report["status"]["peak"]["status"].startswith("stopped at its limit")
     assert report["sections"]["peak"]["matmul"]["tflops"] > 0  # measured before the hang, kept
     assert "| peak | stopped at its limit" in (tmp_path / "gpu_proof.md").read_text()
+
+
+def _alive(pid: int) -> bool:
+    """True for a running process (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_stalled_pytest_and_its_children_are_killed_with_the_tests_section(tmp_path):
+    """The tests section's pytest hangs (deaf to the per-test alarm) with a child of its own: the section stops it
+    at its total limit and kills its whole process group, so nothing of it runs on while later sections measure.
+    Before the fix only the section's own process was killed and pytest ran on."""
+    pids = tmp_path / "pids"
+    started = __import__("time").monotonic()
+    done = _proof(tmp_path / "proof", "--sections", "tests", "--budget", "20", env={"SCOREKIT_TEST_STALL": str(pids)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert __import__("time").monotonic() - started < 60
+    report = json.loads((tmp_path / "proof" / "gpu_proof.json").read_text())
+    status = report["status"]["tests"]["status"]
+    tests = report["sections"].get("tests", {}).get("pytest_cuda", {})
+    assert status.startswith("stopped at its limit") or (status == "done" and tests["stopped"]), (status, tests)
+    found = [int(p) for p in pids.read_text().split()]
+    assert len(found) == 2 and not any(_alive(p) for p in found), found
