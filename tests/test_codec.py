@@ -191,6 +191,66 @@ def test_decompress_refuses_names_that_leave_the_folder(digits_run, tmp_path, ca
     assert not (tmp_path / "escaped.png").exists() and not out.exists()
 
 
+def test_decompress_never_overwrites_and_writes_the_format_its_names_say(digits_run, tmp_path, capsys):
+    """Stored names that collide (twice the same, the same but for case, images.npz) are written apart and said;
+    an 8-bit image named .tif comes back as a TIFF; a name without an image suffix gets .png; a second decompress
+    into the same folder is refused before anything is written. Before the fix the second a.png overwrote the
+    first, images.npz replaced the stored image, and x.tif held PNG bytes."""
+    import numpy as np
+    from PIL import Image
+
+    from scorekit.cli import main
+    from scorekit.data import digits
+    from scorekit.run import load
+
+    d = load(digits_run / "run")
+    x = digits("test").images[:6]
+    names = ["a.png", "a.png", "images.npz", "A.PNG", "x.tif", "sub/noext"]
+    data, _ = compress(d, x, names=names)
+    (tmp_path / "f.skc").write_bytes(data)
+    out = tmp_path / "out"
+    args = ["decompress", str(digits_run / "run"), str(tmp_path / "f.skc"), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    written = ["a.png", "a-2.png", "images.npz.png", "A-3.PNG", "x.tif", "sub/noext.png"]
+    for name, img in zip(written, x):
+        with Image.open(out / name) as f:
+            assert f.format == ("TIFF" if name.endswith(".tif") else "PNG"), name
+            assert np.array_equal(np.asarray(f), img[0].numpy()), name
+        if name != names[written.index(name)]:
+            assert repr(name) in said, name
+    assert np.array_equal(np.load(out / "images.npz")["images"], x.numpy())
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(args) == 2
+    assert "already holds" in capsys.readouterr().err
+    assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_a_damaged_header_is_one_line_naming_the_file(digits_run, tmp_path, capsys):
+    """The payload's hash does not cover the header: a header without count, or with chunks that do not add up,
+    is refused in one line naming the file and the key (before the fix: an internal error)."""
+    from scorekit.cli import main
+    from scorekit.codec import read_header
+    from scorekit.codec.fileformat import pack_header
+    from scorekit.data import digits
+    from scorekit.run import load
+
+    d = load(digits_run / "run")
+    data, _ = compress(d, digits("test").images[:3])
+    header, payload = read_header(data)
+    for key, value in (("count", None), ("chunks", [1, 1]), ("shape", [1, 8]), ("names", ["a.png"])):
+        bad = {k: v for k, v in header.items() if k != key}
+        if value is not None:
+            bad[key] = value
+        path = tmp_path / f"bad-{key}.skc"
+        path.write_bytes(pack_header(bad) + payload)
+        assert main(["decompress", str(digits_run / "run"), str(path), "--out", str(tmp_path / key),
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(path) in err and key in err and "internal" not in err, err
+        assert not (tmp_path / key).exists()
+
+
 def test_a_shorter_chain_codes_at_its_own_bound():
     """The exact Gaussian model coded on 20 of its 200 levels: the round trip is exact, the header says 20, the rate
     is within 3% of the respaced chain's bound (vlb_bpd of the same respacing), above the 200-level bound and

@@ -167,48 +167,105 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_decompress(args: argparse.Namespace) -> int:
-    """Decompress FILE (made by `scorekit compress` with the same run) into DIR as PNG files with their original
-    names, and images.npz. A different run or checkpoint, or a damaged file, is refused before anything is
-    written; the decoded images are checked against the SHA-256 recorded at compression."""
+def output_names(names: list[str]) -> tuple[list[str], list[str]]:
+    """Where each decoded image is written under --out, and a line for each one that cannot keep its stored name:
+    a second image of the same name (compared without case, as macOS and Windows do) or the name images.npz gets
+    "-2", "-3", ... before its suffix; a name that is not .png / .tif / .tiff gets ".png" (the format written).
+    A name that would leave --out, or that needs the same path as a file and as a folder, is refused."""
+    from pathlib import PurePosixPath
+
+    from ..errors import ScorekitError
+
+    files, folders = {"images.npz"}, set()
+    out, notes = [], []
+    for name in names:
+        path = PurePosixPath(str(name).replace("\\", "/"))
+        if not path.parts or path.is_absolute() or ".." in path.parts or Path(str(name)).is_absolute():
+            raise ScorekitError(f"the image name {name!r} would be written outside --out; refused")
+        wanted = str(path)
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            wanted = f"{path}.png"
+            notes.append(f"{name!r} is written as PNG under {wanted!r}")
+        stem, suffix = wanted[: -len(PurePosixPath(wanted).suffix)], PurePosixPath(wanted).suffix
+        candidate, k = wanted, 1
+        while candidate.casefold() in files or candidate.casefold() in folders:
+            k += 1
+            candidate = f"{stem}-{k}{suffix}"
+        if candidate != wanted:
+            notes.append(f"{name!r} is written as {candidate!r} (the name was taken)")
+        parents = {str(p).casefold() for p in PurePosixPath(candidate).parents if str(p) != "."}
+        if parents & files:
+            raise ScorekitError(f"the image name {name!r} needs a folder where another image is a file; refused")
+        files.add(candidate.casefold())
+        folders |= parents
+        out.append(candidate)
+    return out, notes
+
+
+def image_file(img, name: str) -> bytes:
+    """A decoded (C, H, W) image as the file its name's suffix says: TIFF for .tif / .tiff, else PNG; 8-bit or
+    16-bit grey as the pixels are."""
     import numpy as np
     import torch
     from PIL import Image
 
-    from ..codec import decompress, read_header
+    from ..images import png_bytes
+
+    tiff = Path(name).suffix.lower() in (".tif", ".tiff")
+    if img.dtype == torch.uint8 and not tiff:
+        return png_bytes(img.permute(1, 2, 0).numpy())
+    arr = img.permute(1, 2, 0).numpy()
+    arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8 if img.dtype == torch.uint8 else np.uint16)).save(
+        buf, format="TIFF" if tiff else "PNG")
+    return buf.getvalue()
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    """Decompress FILE (made by `scorekit compress` with the same run) into DIR with the images' original names
+    (PNG, or TIFF for .tif / .tiff names), and images.npz. A different run or checkpoint, or a damaged file, is
+    refused before anything is written; the decoded images are checked against the SHA-256 recorded at
+    compression. Nothing already in DIR is overwritten: two images of one name are written apart (and said)."""
+    import numpy as np
+
+    from ..codec import CodecError, decompress, read_header
     from ..errors import ScorekitError
-    from ..images import atomic_write_bytes, png_bytes
+    from ..images import atomic_write_bytes
     from ..run import load
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
         raise ScorekitError(f"--out {args.out}: exists and is not a folder")
     data = Path(args.file).read_bytes()
-    header, _ = read_header(data)
-    names = header.get("names") or [f"{i:06d}.png" for i in range(header["count"])]
-    for name in names:
-        parts = Path(str(name)).parts
-        if not parts or Path(str(name)).is_absolute() or ".." in parts:
-            raise ScorekitError(f"{args.file}: the image name {name!r} would be written outside --out; refused")
+    try:
+        header, _ = read_header(data)
+        names, notes = output_names(header.get("names") or [f"{i:06d}.png" for i in range(header["count"])])
+    except ScorekitError as e:
+        raise CodecError(f"{args.file}: {e}") from None
+    for name in (*names, "images.npz"):
+        if (out / name).exists():
+            raise ScorekitError(f"--out {args.out}: already holds {name} (decompress never overwrites; choose an "
+                                f"empty folder)")
     denoiser = load(args.run, device="cpu")
     bar, tick = _bar(header["count"], args, "decompress")
-    images = decompress(denoiser, data, progress=tick)
-    bar.close()
-    out = Path(args.out)
+    try:
+        images = decompress(denoiser, data, progress=tick)
+    except CodecError as e:
+        raise CodecError(f"{args.file}: {e}") from None
+    finally:
+        bar.close()
     out.mkdir(parents=True, exist_ok=True)
     for name, img in zip(names, images):
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        if images.dtype == torch.uint8:
-            atomic_write_bytes(path, png_bytes(img.permute(1, 2, 0).numpy()))
-        else:  # 16-bit grey, as PNG or TIFF after the name's suffix
-            buf = io.BytesIO()
-            Image.fromarray(img[0].numpy().astype(np.uint16)).save(buf, format="TIFF" if path.suffix.lower() in (
-                ".tif", ".tiff") else "PNG")
-            atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, image_file(img, name))
     buf = io.BytesIO()
     np.savez(buf, images=images.numpy())
     atomic_write_bytes(out / "images.npz", buf.getvalue())
-    print(f"decompressed {len(images)} images into {out} (PNG files and images.npz), checked against their SHA-256")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"decompressed {len(images)} images into {out} (image files and images.npz), checked against their SHA-256")
     return 0
 
 

@@ -77,4 +77,31 @@ def read_header(data: bytes) -> tuple[dict, bytes]:
     digest = hashlib.sha256(payload).hexdigest()
     if not header.get("payload") or not digest.startswith(str(header["payload"])):
         raise CodecError("corrupted or truncated file: the payload's SHA-256 does not match its header")
+    check_header(header)
     return header, payload
+
+
+def _ints(value, n: int | None = None, lo: int = 1) -> bool:
+    return (isinstance(value, list) and (n is None or len(value) == n)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= lo for v in value))
+
+
+def check_header(header: dict) -> None:
+    """The keys decoding reads, with their types and ranges; a damaged or hand-edited header (the payload's hash
+    does not cover it) is refused in one line naming the key, never an internal error later."""
+    count = header.get("count")
+    checks = [
+        ("count", isinstance(count, int) and not isinstance(count, bool) and count >= 1, "a positive integer"),
+        ("shape", _ints(header.get("shape"), 3), "three positive integers (C, H, W)"),
+        ("chunks", _ints(header.get("chunks")) and sum(header.get("chunks")) == count,
+         "positive integers that add up to count"),
+        ("initial_words", _ints([header.get("initial_words")], 1, lo=0), "an integer >= 0"),
+        ("names", "names" not in header or (isinstance(header["names"], list) and len(header["names"]) == count
+                                            and all(isinstance(n, str) and n for n in header["names"])),
+         "one non-empty string per image"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            shown = repr(header.get(key))
+            raise CodecError(f"corrupted header: {key} is {shown[:60]}{'...' if len(shown) > 60 else ''}, expected "
+                             f"{expected}")
