@@ -331,6 +331,12 @@ class Denoiser(nn.Module):
         return EDM_SIGMA_MIN if self.precond == "edm" else self.process.sigma_min
 
     @property
+    def trained_top(self) -> float:
+        """The largest level a few-step student was trained at (consistency or progressive distillation), or 0:
+        the model's own range."""
+        return self._top
+
+    @property
     def sigma_max(self) -> float:
         if self._top:
             return self._top

@@ -205,6 +205,27 @@ def test_the_consistency_sampler_runs_on_any_model_through_the_view():
     assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
 
 
+def test_the_consistency_sampler_honours_or_refuses_every_option():
+    """steps=0 is refused, not turned into 2 (None is the default, 2); a logsnr schedule gives its own levels,
+    uniform in log sigma between sigma_max and sigma_min; a schedule of the discrete levels is refused."""
+    from scorekit.samplers import unhonoured
+
+    cfg = load_config("ddpm-digits", [*TINY, "process.num_timesteps=20"])
+    d = build_denoiser(cfg).eval()
+    for call in (lambda: sample(d, "consistency", (2, 1, 8, 8), ImageRNG(0, 2), steps=0),
+                 lambda: sample_consistency(d, (2, 1, 8, 8), ImageRNG(0, 2), steps=0)):
+        with pytest.raises(ValueError, match="at least"):
+            call()
+    assert torch.equal(consistency_sigmas(d, 2), consistency_sigmas(d, 2, schedule="karras"))
+    lo, hi = d.sigma_min, d.sigma_max
+    want = torch.tensor([hi, math.sqrt(hi * lo), 0.0], dtype=torch.float64)  # 3 levels uniform in log sigma, last 0
+    assert torch.allclose(consistency_sigmas(d, 2, schedule="logsnr"), want)
+    assert unhonoured(d, "consistency", schedule="uniform") and unhonoured(d, "consistency", schedule="quad")
+    assert unhonoured(d, "consistency", schedule="logsnr") is None and unhonoured(d, "consistency", steps=3) is None
+    assert "rk45" in unhonoured(d, "rk45", steps=5) and unhonoured(d, "rk45") is None
+    assert "no time-step schedule" in unhonoured(d, "langevin", schedule="karras")
+
+
 # ----- consistency distillation of the exact mixture teacher --------------------------------------------------------
 
 class _MLP(nn.Module):
@@ -404,3 +425,21 @@ def test_commands_on_a_distilled_run(teachers, tmp_path, capsys):
     assert "model.consistency=true" in capsys.readouterr().err
     assert main(["hype", "create", str(out), "--data", "digits", "--out", str(tmp_path / "study"), "--n-fake", "4",
                  "--per-rater", "2", "--tutorial", "2", "--raters", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    # what a sampler cannot honour is refused in one line; what --steps 0 (the default) gives is said
+    refused = [(["--schedule", "uniform"], "--schedule uniform"), (["--sampler", "rk45", "--steps", "3"], "--steps"),
+               (["--sampler", "ancestral"], "above the 20 this model was trained up to"),
+               (["--sampler", "ddim", "--steps", "4"], "sigma-space sampler")]
+    for extra, message in refused:
+        assert main(["sample", str(out), "--n", "2", "--out", str(tmp_path / "r"), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (extra, err)
+        assert not (tmp_path / "r").exists()
+    for steps, schedule in ((0, None), (3, "logsnr")):
+        args = ["sample", str(out), "--n", "2", "--steps", str(steps), "--out", str(tmp_path / f"s{steps}"),
+                "--no-progress", *(["--schedule", schedule] if schedule else [])]
+        assert main(args) == 0
+        said = json.loads((tmp_path / f"s{steps}" / "summary.json").read_text())
+        assert said["steps"] == (steps or 2) and said["nfe_per_image"] == (steps or 2), said
+        assert said["schedule"] == (schedule or "auto")
+        assert f"{steps or 2} network evaluations per image" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import ScorekitError
 from ..metrics.extractors import EXTRACTORS
 from .args import COUNT, NO_EMA_HELP, SEED, SEED_HELP, Number, choice_list, device, existing_file, out_paths
-from .running import add_sampler_args, check_steps, guidance_kwargs
+from .running import add_sampler_args, check_sampler, guidance_kwargs
 
 RESOLUTION = Number(int, 1, 4096)
 
@@ -98,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         paths = [run]
     first = load(paths[0], ema=not args.no_ema, device=dist.device)
-    check_steps(first, args.sampler or first.config.sampling.sampler, args.steps)
+    check_sampler(first, args.sampler or first.config.sampling.sampler, args.steps, args.schedule)
     out = out_paths(args.out, run if run.is_dir() else run.parent, f"eval_{args.n}.json", suffixes=(".json",))
     ref_spec = args.ref or ("digits" if first.config.data.dataset == "digits" else None)
     if ref_spec is None:

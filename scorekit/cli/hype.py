@@ -57,9 +57,9 @@ def cmd_create(args: argparse.Namespace) -> int:
                                                                           "cpu"))
         shape = denoiser.image_shape
         sampler = args.sampler or denoiser.config.sampling.sampler
-        from .running import check_steps
+        from .running import check_sampler
 
-        check_steps(denoiser, sampler, args.steps)
+        check_sampler(denoiser, sampler, args.steps, args.schedule)
         guided = guidance_kwargs(args, denoiser, n_fake + half_t)
         info = {"run": str(src), "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
                 "sampler": sampler, "steps": args.steps or denoiser.config.sampling.steps or "sampler default",

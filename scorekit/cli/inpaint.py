@@ -29,7 +29,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from ..run import load
     from ..samplers.inpaint import inpaint_mask, sample_inpaint
     from ..samplers.langevin import sample_langevin_inpaint
-    from .running import _default_device, check_steps
+    from .running import _default_device, check_sampler
 
     d = load(args.run, device=args.device or _default_device(), ema=not args.no_ema)
     c, h, _ = d.image_shape
@@ -42,7 +42,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     method = args.method if args.method != "auto" else ("langevin" if d.config.sampling.sampler == "langevin"
                                                         else "replace")
     if method == "replace":
-        check_steps(d, "ancestral", args.steps)
+        check_sampler(d, "ancestral", args.steps)
     run = Path(args.run)
     out = out_paths(args.out, run if run.is_dir() else run.parent, "inpaint.png")
     reference = from_uint8(torch.stack([source[i] for i in range(args.n)]), d.data_range)

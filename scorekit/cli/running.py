@@ -88,12 +88,15 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_steps(denoiser, sampler: str, steps: int) -> None:
-    """The ancestral and DDIM samplers run on the model's levels: at most that many steps."""
-    levels = denoiser.process.num_levels
-    if steps and sampler in ("ancestral", "ddim", "pc") and steps > levels:
-        raise ScorekitError(f"--steps {steps}: the {sampler} sampler runs on the model's {levels} noise levels, "
-                            f"so at most {levels}")
+def check_sampler(denoiser, sampler: str, steps: int = 0, schedule: str | None = None) -> None:
+    """Refuse, in one line, what the sampler cannot honour (--steps 0 means the sampler's default): too many steps
+    for the model's levels, steps for rk45, a schedule it does not take, a start above the model's trained top."""
+    from ..samplers import unhonoured
+
+    why = unhonoured(denoiser, sampler, steps=steps or None, schedule=schedule)
+    if why:
+        raise ScorekitError(f"--sampler {sampler}: {why}".replace(": steps", ": --steps").replace(
+            ": schedule", ": --schedule"))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -112,16 +115,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n is None:  # on the digits, enough samples for the proxy FD and IS; elsewhere a quick look
         args.n = max(cfg.eval.proxy_samples, DIGITS_N) if digits else DEFAULT_N
     sampler = args.sampler or cfg.sampling.sampler
-    check_steps(denoiser, sampler, args.steps)
+    check_sampler(denoiser, sampler, args.steps, args.schedule)
     paths = out_paths(args.out, Path(args.run) / "samples" / f"seed{args.seed}", "grid.png")
     options = sampler_options(args)
     guided = guidance_kwargs(args, denoiser, args.n)
     t0 = time.perf_counter()
+    denoiser.nfe = 0
     images = generate(denoiser, args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
                       options=options, progress=not args.no_progress, precision="bf16" if args.bf16 else None,
                       compile=args.compile or None, **guided)
+    batches = -(-args.n // args.batch_size)
     summary = {"n": args.n, "seed": args.seed, "sampler": sampler,
-               "steps": args.steps, "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
+               "steps": args.steps or cfg.sampling.steps or "the sampler's default",
+               "schedule": args.schedule or cfg.sampling.schedule, "nfe_per_image": round(denoiser.nfe / batches, 2),
+               "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
                "seconds": round(time.perf_counter() - t0, 1), **write_samples(paths, images)}
     if guided:
         summary.update(classes=guided["labels"].tolist(), guidance=guided["guidance"],
@@ -130,8 +137,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if digits:
         summary["proxy"] = proxy_metrics(images)
     atomic_write_bytes(paths.companion("summary.json"), (json.dumps(summary, indent=2) + "\n").encode())
-    print(f"{args.n} samples in {summary['seconds']} s: grid {paths.main}, images {paths.companion('images')}/, "
-          f"{paths.companion('samples.npz')}")
+    print(f"{args.n} samples in {summary['seconds']} s ({sampler}, {summary['nfe_per_image']:g} network evaluations "
+          f"per image): grid {paths.main}, images {paths.companion('images')}/, {paths.companion('samples.npz')}")
     for line in describe(summary):
         print(line)
     return 0
@@ -322,7 +329,7 @@ def cmd_tune_schedule(args: argparse.Namespace) -> int:
     if sampler in ("langevin", "rk45"):
         raise ScorekitError(f"--sampler {sampler}: has no step schedule to search (Langevin: per-level steps; "
                             "rk45: adaptive)")
-    check_steps(denoiser, sampler, args.steps)
+    check_sampler(denoiser, sampler, args.steps)
     meter = FrechetMeter(denoiser.config, extractor=args.extractor, weights=args.inception_weights,
                          device=str(denoiser.device))
     say = print if not args.no_progress else (lambda text: None)

@@ -65,8 +65,42 @@ def resolve_schedule(denoiser: Denoiser, name: str, options: dict) -> dict:
     return options
 
 
+LEVEL_SCHEDULES = ("uniform", "quad")  # schedules of the model's discrete levels
+
+
+def unhonoured(denoiser: Denoiser, name: str, *, steps: int | None = None, schedule: str | None = None
+               ) -> str | None:
+    """Why sampler ``name`` cannot do what was asked of it (``steps`` and ``schedule`` as a user gave them; None:
+    not given), or None. A caller that gets a reason refuses rather than let the sampler drop or change it."""
+    if name not in SAMPLERS:
+        return f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}"
+    params = inspect.signature(SAMPLERS[name]).parameters
+    levels = denoiser.process.num_levels
+    if steps is not None and steps < 1:
+        return f"steps {steps}: must be at least 1 (leave it out for the sampler's default)"
+    if steps is not None and name == "rk45":
+        return "steps: rk45 chooses its own steps from its tolerances (rtol, atol); leave --steps out"
+    if steps and name in DISCRETE and steps > levels:
+        return f"steps {steps}: the {name} sampler runs on the model's {levels} noise levels, so at most {levels}"
+    if schedule not in (None, "auto"):
+        if "schedule" not in params:
+            return f"schedule {schedule}: the {name} sampler takes no time-step schedule"
+        if name == "consistency" and schedule in LEVEL_SCHEDULES:
+            return (f"schedule {schedule}: consistency sampling spaces its levels by karras or logsnr (the model's "
+                    "discrete levels do not apply)")
+    top = denoiser.trained_top
+    if top and name in (*DISCRETE, "langevin") and float(denoiser.process.sigma_max) > top * (1 + 1e-6):
+        return (f"the {name} sampler starts at the process's top level (sigma {float(denoiser.process.sigma_max):.3g}), "
+                f"above the {top:.3g} this model was trained up to; use a sigma-space sampler (euler, heun, dpm2m, "
+                f"{'consistency, ' if denoiser.consistency else ''}...)")
+    return None
+
+
 def sample(denoiser: Denoiser, name: str, shape: tuple[int, ...], rng: ImageRNG, **options) -> torch.Tensor:
+    steps = options.get("steps")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps {steps}: must be at least 1 (None: the sampler's default)")
     return SAMPLERS[name](denoiser, shape, rng, **accepted_options(name, resolve_schedule(denoiser, name, options)))
 
 
-__all__ = ["SAMPLERS", "accepted_options", "sample", "sampling_options", *[f.__name__ for f in SAMPLERS.values()]]
+__all__ = ["SAMPLERS", "accepted_options", "sample", "sampling_options", "unhonoured", *[f.__name__ for f in SAMPLERS.values()]]

@@ -22,29 +22,37 @@ import torch
 from ..denoiser import Denoiser
 from ..rng import ImageRNG
 from .common import prior_sample, progress_bar
-from .schedules import karras_sigmas
+from .schedules import continuous_sigmas
 
 
-def consistency_sigmas(denoiser: Denoiser, steps: int, rho: float = 7.0) -> torch.Tensor:
-    """The default levels of ``steps``-step consistency sampling: [sigma_max, tau_1, ..., tau_{K-1}, 0]."""
+SCHEDULES = ("karras", "logsnr")  # the spacings of the re-noising levels (schedules.py)
+
+
+def consistency_sigmas(denoiser: Denoiser, steps: int, rho: float = 7.0, schedule: str = "karras") -> torch.Tensor:
+    """The levels of ``steps``-step consistency sampling, [sigma_max, tau_1, ..., tau_{K-1}, 0]: ``steps`` + 1 levels
+    of ``schedule`` (EDM's rho spacing by default, or uniform in log-SNR) from sigma_max to sigma_min, the last
+    dropped."""
     if steps < 1:
         raise ValueError(f"need at least one step, got {steps}")
-    grid = karras_sigmas(steps + 1, denoiser.sigma_min, denoiser.sigma_max, rho)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"consistency sampling spaces its levels by {' or '.join(SCHEDULES)}, got {schedule!r}")
+    grid = continuous_sigmas(schedule, steps + 1, denoiser.sigma_min, denoiser.sigma_max, rho)
     return torch.cat([grid[:steps], torch.zeros(1, dtype=torch.float64)])
 
 
 @torch.no_grad()
 def sample_consistency(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, *, steps: int | None = 2,
-                       sigmas: torch.Tensor | None = None, rho: float = 7.0, clip_denoised: bool = False,
-                       x_T: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
-                       progress: bool = False) -> torch.Tensor:
+                       sigmas: torch.Tensor | None = None, schedule: str = "karras", rho: float = 7.0,
+                       clip_denoised: bool = False, x_T: torch.Tensor | None = None,
+                       callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """Multistep consistency sampling (Algorithm 1 of Song et al. 2023) with ``steps`` evaluations of the model's
     consistency function (:meth:`Denoiser.consistency_fn`; a model that is not a consistency model is used
-    through the same view, f = x + (1 - sigma_min / sigma)(D - x))."""
+    through the same view, f = x + (1 - sigma_min / sigma)(D - x)). ``steps=None``: 2; levels from ``sigmas``, or
+    spaced by ``schedule`` (karras or logsnr)."""
     if shape[0] != len(rng):
         raise ValueError(f"batch size {shape[0]} does not match the {len(rng)} per-image generators")
     sig = torch.as_tensor(sigmas, dtype=torch.float64) if sigmas is not None else consistency_sigmas(
-        denoiser, steps or 2, rho)
+        denoiser, 2 if steps is None else steps, rho, schedule)
     levels = [float(s) for s in sig if s > 0]
     if not levels or any(b >= a for a, b in zip(levels, levels[1:])):
         raise ValueError(f"consistency sampling needs decreasing positive levels, got {sig.tolist()}")

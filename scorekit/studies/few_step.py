@@ -16,7 +16,7 @@ from .runner import Arm, Context, markdown_table, measured, sample_images, train
 NAME = "few-step"
 DEFAULT_BASE, DEFAULT_STEPS, DEFAULT_N = "ddpm-digits", 1200, 2000
 TITLE = "Few-step generation: distillation and consistency training"
-SEEDS = 3
+SEEDS = 5
 TEACHERS = ("ddpm-digits", "ncsnv2-unet-digits")
 METHODS = ("cd", "ect", "pd")
 NFE = (1, 2, 4)

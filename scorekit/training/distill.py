@@ -24,9 +24,10 @@ METHODS = ("cd", "ect", "pd")  # the first is the default (the best FD for its c
 # on 18 levels and 37.6/44.8 at 1/2 NFE on 6; the teacher's larger Heun steps carry its flow in fewer updates.)
 SETTINGS = {
     "cd": {"training.loss": "cd", "model.consistency": True, "sampling.sampler": "consistency", "sampling.steps": 2,
-           "training.ema_decay": 0.99, "training.warmup": 0, "fewstep.levels": 10},
+           "sampling.schedule": "auto", "training.ema_decay": 0.99, "training.warmup": 0, "fewstep.levels": 10},
     "ect": {"training.loss": "ect", "model.consistency": True, "sampling.sampler": "consistency",
-            "sampling.steps": 2, "training.ema_decay": 0.99, "training.warmup": 0, "fewstep.stages": 6},
+            "sampling.steps": 2, "sampling.schedule": "auto", "training.ema_decay": 0.99, "training.warmup": 0,
+            "fewstep.stages": 6},
     "pd": {"training.loss": "pd", "model.consistency": False, "sampling.sampler": "euler", "sampling.steps": 2,
            "sampling.schedule": "auto", "training.ema_decay": 0.0, "training.warmup": 0},
 }
