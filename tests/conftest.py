@@ -45,12 +45,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def device(request) -> torch.device:
-    """The CPU always; CUDA as well when there is a GPU (the CUDA variant is marked ``cuda``)."""
-    return torch.device(request.param)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     """SCOREKIT_TEST_TIMEOUT=S fails a test that runs longer than S seconds (the GPU proof sets it, so that one

@@ -58,6 +58,11 @@ def test_unknown_preset_lists_the_available_ones():
 def test_overrides_and_yaml_files(tmp_path):
     c = load_config("ddpm-digits", ["training.steps=7", "model.ch_mult=[1, 2]", "data.random_flip=true"])
     assert (c.training.steps, c.model.ch_mult, c.data.random_flip) == (7, [1, 2], True)
+    # YAML 1.1 reads 2e-4 (no dot) as a string; a number is what was meant (before: "expected a number")
+    assert load_config("ddpm-digits", ["training.lr=2e-4"]).training.lr == 2e-4
+    assert load_config("ddpm-digits", ["training.lr=1E+1"]).training.lr == 10.0
+    with pytest.raises(ConfigError, match="training.lr: expected a number"):
+        load_config("ddpm-digits", ["training.lr=2e"])
     f = tmp_path / "mine.yaml"
     f.write_text(c.to_yaml())
     assert load_config(f) == c

@@ -1,7 +1,9 @@
-"""The fast paths on the device they are for. Every test runs on the CPU and, when there is a GPU, on CUDA too
-(the ``device`` fixture); tests marked ``cuda`` check what only a GPU can (fused CUDA kernels, CUDA graphs) and
-are skipped, with the reason, on a machine without one. `pytest -m cuda` runs the CUDA variants alone (the GPU
-proof does, with SCOREKIT_TEST_TIMEOUT set).
+"""The fast paths on the device they are for: every test here needs a CUDA GPU (marked ``cuda``; skipped, with the
+reason, on a machine without one) and compares the GPU against an independent reference (the CPU's results,
+fp32's, eager's, a counted CUDA graph). The same paths on the CPU are tested where they mean something there
+(tests/test_fastpath.py: channels-last, bf16 autocast, compile; tests/test_sampler_reproducibility.py: batch
+sizes; tests/test_train.py: resume), so nothing here compares the CPU with itself. `pytest -m cuda` runs these
+alone (the GPU proof does, with SCOREKIT_TEST_TIMEOUT set).
 
 What is exact and what is not: on the CPU a resumed run is bit-identical (tests/test_train.py); on CUDA it is
 bit-identical when cuDNN is restricted to deterministic algorithms (torch.backends.cudnn.deterministic, as the
@@ -26,6 +28,14 @@ TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "mod
         "process.num_timesteps=20", "sampling.steps=0"]
 TRAIN = TINY + ["training.batch_size=16", "training.warmup=2", "training.log_every=1", "training.ema_decay=0.9",
                 "sampling.num_samples=4", "eval.bpd_images=0", "eval.proxy_samples=0"]
+
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return torch.device("cuda")
 
 
 def _denoiser(device, extra=()):
@@ -148,7 +158,6 @@ def test_resume_on_the_device_continues_exactly(device, tmp_path):
         assert torch.equal(a.ema[k], b.ema[k]), k
 
 
-@pytest.mark.cuda
 def test_training_with_compile_follows_eager(tmp_path):
     curves = {}
     for name, extra in (("eager", []), ("compiled", ["training.compile=true"])):
@@ -159,12 +168,26 @@ def test_training_with_compile_follows_eager(tmp_path):
     assert torch.allclose(curves["eager"], curves["compiled"], rtol=1e-3)
 
 
-@pytest.mark.cuda
-def test_sampling_with_bf16_and_cuda_graphs_follows_eager():
+def test_sampling_with_bf16_and_cuda_graphs_follows_eager(monkeypatch):
     """generate(precision=bf16, compile=True): torch.compile(mode="reduce-overhead") records CUDA graphs on a
-    padded static batch; the images stay within a few grey levels of eager fp32's (8 of 255 on average)."""
+    padded static batch and replays them (both counted on torch.cuda.CUDAGraph, which Inductor's graph trees use);
+    the images stay within a few grey levels of eager fp32's (8 of 255 on average)."""
+    counts = {"capture": 0, "replay": 0}
+    begin, replay = torch.cuda.CUDAGraph.capture_begin, torch.cuda.CUDAGraph.replay
+
+    def counted_begin(self, *args, **kwargs):
+        counts["capture"] += 1
+        return begin(self, *args, **kwargs)
+
+    def counted_replay(self, *args, **kwargs):
+        counts["replay"] += 1
+        return replay(self, *args, **kwargs)
+
     d = _denoiser("cuda")
     eager = generate(d, 6, seed=0, batch_size=4, sampler="ddim", options={"steps": 5}, precision="fp32")
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", counted_begin)
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counted_replay)
     fast = generate(d, 6, seed=0, batch_size=4, sampler="ddim", options={"steps": 5}, precision="bf16",
                     compile=True)
     graphs = generate(d, 6, seed=0, batch_size=4, sampler="ddim", options={"steps": 5}, precision="fp32",
@@ -172,9 +195,10 @@ def test_sampling_with_bf16_and_cuda_graphs_follows_eager():
     assert fast.shape == eager.shape == (6, 1, 8, 8)
     assert (fast.float() - eager.float()).abs().mean() < 8
     assert (graphs.int() - eager.int()).abs().max() <= 1  # the graphs replay the fp32 computation
+    # 2 generate calls x 2 batches x 5 network calls = 20: after warm-up and recording, most of them are replays
+    assert counts["capture"] >= 1 and counts["replay"] >= 10, counts
 
 
-@pytest.mark.cuda
 def test_the_main_job_end_to_end_on_cuda(tmp_path, capsys):
     from scorekit.cli import main
 

@@ -149,10 +149,21 @@ def trained(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 @pytest.mark.parametrize("preset", ["ddpm-digits", "ncsnv2-digits"])
 def test_trained_digits_models_of_both_families_sample_with_every_sampler(trained, preset, name):
+    """Every sampler runs on a model of each family and costs what its algorithm says for 6 steps (network
+    evaluations counted): one per step, 2S - 1 for Heun's (the last step is Euler's), a predictor and a corrector
+    per level for pc, DDIM's range(0, T, T // S) as in its code, a Langevin step per level and the final
+    denoising step; Restart adds its restart intervals to Heun's, rk45 its adaptive steps."""
     d = trained[preset]
     steps = {"langevin": None, "rk45": None}.get(name, 6)
+    d.nfe = 0
     x = sample(d, name, (3, 1, 8, 8), ImageRNG(0, 3), steps=steps, n_steps_each=1, rtol=1e-2, atol=1e-2)
     assert x.shape == (3, 1, 8, 8) and bool(torch.isfinite(x).all())
+    T = d.process.num_levels
+    want = {"heun": 11, "edm_stochastic": 11, "pc": 12, "ddim": len(range(0, T, T // 6)), "langevin": T + 1}
+    if name in ("restart", "rk45"):
+        assert d.nfe > 11, d.nfe
+    else:
+        assert d.nfe == want.get(name, 6), d.nfe
 
 
 @pytest.mark.parametrize("name", ["euler_ancestral", "pc", "ddim", "dpm2m"])

@@ -173,8 +173,8 @@ def blinding_warning(conn: sqlite3.Connection, folder: str | Path) -> str | None
     if protocol(conn).get("blinding", 1) >= BLINDING:
         return None
     return (f"warning: {folder} was made before scorekit drew image ids from `secrets`: its ids are predictable "
-            f"from its seed, so a rater who knows the seed can tell real from fake; make it again with `scorekit hype create` "
-            f"(same options, a new --out) and give raters the new links")
+            f"from its seed, so a rater who knows the seed can tell real from fake; make it again with "
+            f"`scorekit hype create` (same options, a new --out) and give raters the new links")
 
 
 def judgments(conn: sqlite3.Connection) -> list[dict]:

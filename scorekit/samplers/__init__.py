@@ -90,7 +90,8 @@ def unhonoured(denoiser: Denoiser, name: str, *, steps: int | None = None, sched
                     "discrete levels do not apply)")
     top = denoiser.trained_top
     if top and name in (*DISCRETE, "langevin") and float(denoiser.process.sigma_max) > top * (1 + 1e-6):
-        return (f"the {name} sampler starts at the process's top level (sigma {float(denoiser.process.sigma_max):.3g}), "
+        start = float(denoiser.process.sigma_max)
+        return (f"the {name} sampler starts at the process's top level (sigma {start:.3g}), "
                 f"above the {top:.3g} this model was trained up to; use a sigma-space sampler (euler, heun, dpm2m, "
                 f"{'consistency, ' if denoiser.consistency else ''}...)")
     return None
@@ -103,4 +104,5 @@ def sample(denoiser: Denoiser, name: str, shape: tuple[int, ...], rng: ImageRNG,
     return SAMPLERS[name](denoiser, shape, rng, **accepted_options(name, resolve_schedule(denoiser, name, options)))
 
 
-__all__ = ["SAMPLERS", "accepted_options", "sample", "sampling_options", "unhonoured", *[f.__name__ for f in SAMPLERS.values()]]
+__all__ = ["SAMPLERS", "accepted_options", "sample", "sampling_options", "unhonoured",
+           *[f.__name__ for f in SAMPLERS.values()]]

@@ -24,7 +24,6 @@ from ..rng import ImageRNG
 from .common import prior_sample, progress_bar
 from .schedules import continuous_sigmas
 
-
 SCHEDULES = ("karras", "logsnr")  # the spacings of the re-noising levels (schedules.py)
 
 
