@@ -202,6 +202,9 @@ def describe(summary: dict) -> list[str]:
         else:
             lines.append(f"proxy FD ({p['n']} samples vs test digits): {p['proxy_fd']:.2f} "
                          f"(real-vs-real floor {p['proxy_fd_floor']:.2f})")
+        if p.get("hog_fd") is not None:  # the second judge (pixels and gradient orientations)
+            lines.append(f"HOG FD ({p['n']} samples vs test digits): {p['hog_fd']:.2f} "
+                         f"(real-vs-real floor {p['hog_fd_floor']:.2f})")
         if "agreement" in p:
             lines.append(f"class agreement (proxy classifier): {p['agreement']:.3f}")
         if p["proxy_is"] is None:

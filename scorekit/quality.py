@@ -131,9 +131,10 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
                       schedule: str | None = None,
                       is_splits: int = 10, checkpoint: str | None = None, dist=None, progress: bool = False,
                       precision: str | None = None, compile: bool | None = None, guided: dict | None = None,
-                      per_class: bool = False) -> dict:
+                      per_class: bool = False, judges: list[tuple[Extractor, Reference]] = ()) -> dict:
     """Sample n images (sharded over processes), extract features, compute the metrics; return the
-    metrics with the full protocol. Every process returns the same dictionary."""
+    metrics with the full protocol. Every process returns the same dictionary. ``judges``: more extractors, each
+    with its reference, whose FD of the same images is reported beside (the digits' HOG FD as ``hog_fd``)."""
     from . import __version__
     from .evaluate import generate
 
@@ -144,6 +145,11 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
                       progress=progress, dist=dist, precision=precision, compile=compile, **guided)
     feats, logits = extractor(images)
     values = compute_metrics(feats, logits, ref, metrics, is_splits=is_splits)
+    for judge, judge_ref in judges:
+        key = f"{judge.name.removeprefix('digits-')}_fd"
+        judge_feats, _ = judge(images)
+        values[key] = frechet_distance(*feature_stats(judge_feats), judge_ref.mu, judge_ref.sigma)
+        values = withhold(values, n, {key: too_few("fd", n, feature_dim=judge_feats.shape[1])})
     if per_class and guided:  # judge: the digits proxy's own classes, else the guidance classifier at t = 0
         from .guidance import classify
 
@@ -161,6 +167,8 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
             "n": n, "seed": seed, "per_image_seed": "image i uses SeedSequence([seed, i])",
             "reference": {"description": ref.description, "n": ref.n},
             "extractor": extractor.info, "is_splits": is_splits if "is" in metrics else None,
+            "judges": [{"extractor": j.info, "reference": {"description": r.description, "n": r.n}}
+                       for j, r in judges] or None,
             "kid": {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, len(ref.features)), "seed": KID_SEED,
                     "kernel": "(x.y/d + 1)^3"} if "kid" in metrics else None,
             "pr": {"k": PR_K} if "pr" in metrics else None,
@@ -207,7 +215,9 @@ def write_sweep(csv_path: Path, png_path: Path, rows: list[dict], metric: str, n
 class FrechetMeter:
     """FD of samples against the data's reference split: with the digits proxy for 8x8 grey digits (against
     the test digits, as every digits figure in scorekit), with Inception otherwise (against the training
-    split, as the papers measured). Used by the studies and the schedule search."""
+    split, as the papers measured). Used by the studies and the schedule search. ``meter(images)`` is the first
+    judge's FD; ``meter.all(images)`` every judge's, by name: on the digits with the automatic extractor the
+    proxy and the second judge, the pixels-and-gradients HOG FD (:mod:`scorekit.metrics.hog`)."""
 
     def __init__(self, cfg, *, extractor: str = "auto", weights: str | None = None, device: str = "cpu"):
         from .data.sources import build_source
@@ -218,17 +228,36 @@ class FrechetMeter:
         split = "test" if cfg.data.dataset == "digits" else "train"
         src = build_source(cfg.data, split)
         images = src.images if src.images is not None else torch.stack([src[i] for i in range(len(src))])
-        feats, _ = self.extractor(images)
-        self.ref = Reference(f"{cfg.data.dataset} {split} split", len(feats), *feature_stats(feats), feats)
-        self.name = "proxy FD" if self.extractor.name == "digits-proxy" else "FID"
+        extractors = [self.extractor]
+        if self.extractor.name == "digits-proxy" and extractor == "auto":
+            extractors.append(get_extractor("digits-hog"))
+        self.judges: list[tuple[str, Extractor, Reference]] = []
+        for ext in extractors:
+            feats, _ = ext(images)
+            ref = Reference(f"{cfg.data.dataset} {split} split", len(feats), *feature_stats(feats), feats)
+            self.judges.append((JUDGE_NAMES.get(ext.name, "FID"), ext, ref))
+        self.name, _, self.ref = self.judges[0]
+        self.names = [name for name, _, _ in self.judges]
 
     def __call__(self, images_u8: torch.Tensor) -> float:
         feats, _ = self.extractor(images_u8)
         return frechet_distance(*feature_stats(feats), self.ref.mu, self.ref.sigma)
 
+    def all(self, images_u8: torch.Tensor) -> dict[str, float]:
+        """Every judge's FD of the same images, by name (the first is ``meter(images)``)."""
+        out = {}
+        for name, ext, ref in self.judges:
+            feats, _ = ext(images_u8)
+            out[name] = frechet_distance(*feature_stats(feats), ref.mu, ref.sigma)
+        return out
+
     def describe(self) -> dict:
         return {"metric": self.name, "extractor": self.extractor.info, "reference": self.ref.description,
-                "reference_n": self.ref.n}
+                "reference_n": self.ref.n,
+                "judges": [{"metric": name, "extractor": ext.info} for name, ext, _ in self.judges]}
+
+
+JUDGE_NAMES = {"digits-proxy": "proxy FD", "digits-hog": "HOG FD"}
 
 
 def _class_counts(labels) -> dict[str, int]:

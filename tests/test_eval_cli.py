@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from scorekit.cli import main
@@ -35,7 +36,7 @@ def png_folder(tmp_path_factory):
 
 PROTOCOL = {"n", "seed", "per_image_seed", "reference", "extractor", "is_splits", "kid", "pr", "sampler", "steps",
             "sampler_options", "checkpoint", "checkpoint_step", "ema", "processes", "batch_size", "precision",
-            "classes", "guidance", "classifier_scale", "scorekit", "torch", "date"}
+            "classes", "guidance", "classifier_scale", "scorekit", "torch", "date", "judges"}
 
 
 def test_fid_ref_then_eval_on_a_folder_of_pngs(run, png_folder, tmp_path, capsys):
@@ -63,9 +64,22 @@ def test_fid_ref_then_eval_on_a_folder_of_pngs(run, png_folder, tmp_path, capsys
     # with the folder itself as the reference every metric is available
     assert main(["eval", str(run), "--n", "24", "--ref", str(png_folder), "--resolution", "8", "--channels", "1",
                  "--metrics", "fid,kid,pr", "--no-progress", "--out", str(tmp_path / "all.json")]) == 0
-    m = json.loads((tmp_path / "all.json").read_text())["metrics"]
-    assert {"fid", "kid", "kid_std", "precision", "recall"} <= set(m)
+    both = json.loads((tmp_path / "all.json").read_text())
+    m = both["metrics"]
+    assert {"fid", "kid", "kid_std", "precision", "recall", "hog_fd"} <= set(m)
     assert m["values_below_min_n"]["fid"] == pytest.approx(res["metrics"]["values_below_min_n"]["fid"], rel=1e-9)
+    # the second judge beside the proxy, against the same reference images: the HOG FD of the same 24 samples
+    from scorekit.evaluate import generate
+    from scorekit.metrics.frechet import feature_stats, frechet_distance
+    from scorekit.metrics.hog import hog_features
+    from scorekit.run import load
+
+    assert both["protocol"]["judges"][0]["extractor"]["name"] == "digits-hog"
+    assert m["hog_fd"] is None and m["too_few_samples"]["hog_fd"].startswith("N = 24 < 100")  # 96-d: 100 samples
+    ref = torch.from_numpy(np.stack([np.asarray(Image.open(png_folder / f"{i:03d}.png")) for i in range(60)])[:, None])
+    samples = generate(load(run), 24, seed=0)
+    want = frechet_distance(*feature_stats(hog_features(samples)), *feature_stats(hog_features(ref)))
+    assert m["values_below_min_n"]["hog_fd"] == pytest.approx(want, rel=1e-6)
 
 
 def test_eval_is_identical_with_one_and_two_processes(run, tmp_path):

@@ -107,10 +107,20 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
         assert {r["teacher"] for r in res["rows"]} == {"ddpm", "ncsnv2-unet"}
         one = rows[("ect from ddpm-digits", "consistency 1")]
         assert one["nfe"] == 1 and rows[("cd from ncsnv2-unet-digits", "consistency 4")]["nfe"] == 4
-        seeds = [_eval(tmp_path, "ddpm-ect", f"few-step_consistency_steps1_n24_seed{s}")["fd"] for s in (0, 1, 2)]
-        assert one["fds"] == seeds and one["fd"] == pytest.approx(np.mean(seeds))
+        kept = [_eval(tmp_path, "ddpm-ect", f"few-step_consistency_steps1_n24_seed{s}_proxy-hog") for s in range(5)]
+        for name in ("proxy FD", "HOG FD"):  # both judges, each the mean of its 5 seeds with their t interval
+            j = one["judges"][name]
+            values = [k["fds"][name] for k in kept]
+            half = 2.7764 * np.std(values, ddof=1) / np.sqrt(5)
+            assert j["values"] == values and j["fd"] == pytest.approx(np.mean(values))
+            assert (j["low"], j["high"]) == pytest.approx((np.mean(values) - half, np.mean(values) + half))
+            teacher = next(r for r in res["rows"] if r["teacher"] == "ddpm" and r["method"] == "teacher"
+                           and "(default)" in r["sampler"])["judges"][name]
+            assert j["ratio"] == pytest.approx(j["fd"] / teacher["fd"]) and j["ratio_low"] < j["ratio"] < j["ratio_high"]
+        assert one["fd"] == one["judges"]["proxy FD"]["fd"]
+        assert "ratio [95% CI]" in report and ("met" in report or "within noise" in report or "missed" in report)
         full = rows[("ddpm-digits (teacher)", "ancestral 20 (all levels)")]
-        assert full["nfe"] == 20 and full["seeds"] == 1 and one["seeds"] == 3
+        assert full["nfe"] == 20 and full["seeds"] == 1 and one["seeds"] == 5
         assert rows[("pd from ddpm-digits", "DDIM 2 (its levels)")]["nfe"] == 2
         assert one["images_vs_teacher"] == pytest.approx(2 / 6)  # 0.4 x 6 steps, rounded
         student = load_config(tmp_path / "runs" / "ddpm-ect" / "config.yaml")

@@ -145,8 +145,9 @@ NO_EMA_HELP = "use the raw weights instead of the EMA weights"
 
 def add_meter_args(p) -> None:
     """--extractor / --inception-weights of the commands that measure FD (tune-schedule, ema, study)."""
-    p.add_argument("--extractor", default="auto", choices=("auto", "inception", "digits-proxy"),
-                   help="features for FD (auto: the digits proxy for 8x8 grey images, else Inception)")
+    p.add_argument("--extractor", default="auto", choices=("auto", "inception", "digits-proxy", "digits-hog"),
+                   help="features for FD (auto: the digits proxy for 8x8 grey images, and the HOG FD beside it "
+                        "where a report has room, else Inception)")
     p.add_argument("--inception-weights", type=existing_file, metavar="PATH",
                    help="local pt_inception-2015-12-05-6726825d.pth (or $SCOREKIT_INCEPTION_WEIGHTS); needed for "
                         "Inception features")

@@ -16,7 +16,8 @@ RESOLUTION = Number(int, 1, 4096)
 
 def _extractor_args(p: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
     p.add_argument("--extractor", default="auto", choices=[*EXTRACTORS, *extra],
-                   help="feature extractor (auto: the digits proxy for 8x8 grey images, else Inception)")
+                   help="feature extractor (auto: for 8x8 grey images the digits proxy, with the HOG FD beside it, "
+                        "else Inception; digits-hog: the digits' second judge alone)")
     p.add_argument("--inception-weights", metavar="PATH", type=existing_file,
                    help="local pt_inception-2015-12-05-6726825d.pth or weights-inception-2015-12-05-6726825d.pth "
                         "(or $SCOREKIT_INCEPTION_WEIGHTS)")
@@ -110,6 +111,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ref = reference_from(ref_spec, ext, split=args.ref_split, resolution=args.resolution or first.image_shape[-1],
                          channels=args.channels or first.image_shape[0])
     check_request(metrics, ref)
+    judges = []
+    if ext.name == "digits-proxy" and args.extractor == "auto" and not ref_spec.endswith(".npz") and "fid" in metrics:
+        from ..metrics.extractors import get_extractor  # the digits' second judge beside the proxy
+
+        hog = get_extractor("digits-hog")
+        judges.append((hog, reference_from(ref_spec, hog, split=args.ref_split, resolution=first.image_shape[-1],
+                                           channels=first.image_shape[0])))
     guided = guidance_kwargs(args, first, args.n)
     if args.per_class and not guided:
         raise ScorekitError("--per-class: needs --class (e.g. --class all: an equal share of every class)")
@@ -121,7 +129,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 schedule=args.schedule,
                                 is_splits=args.is_splits, checkpoint=str(path), dist=dist,
                                 progress=not args.no_progress and dist.main, precision="bf16" if args.bf16 else None,
-                                compile=args.compile or None, guided=guided, per_class=args.per_class)
+                                compile=args.compile or None, guided=guided, per_class=args.per_class,
+                                judges=judges)
         results.append(res)
         print(f"step {res['protocol']['checkpoint_step']}: {describe_metrics(res['metrics'])}", flush=True)
         if "per_class" in res["metrics"]:

@@ -7,7 +7,7 @@ import torch
 
 from ..errors import ScorekitError
 
-EXTRACTORS = ("auto", "inception", "digits-proxy")
+EXTRACTORS = ("auto", "inception", "digits-proxy", "digits-hog")
 
 
 class Extractor:
@@ -54,6 +54,27 @@ class DigitsProxy(Extractor):
         return h, self.net.head(h)
 
 
+class DigitsHOG(Extractor):
+    """The second digits judge (:mod:`scorekit.metrics.hog`): 96 features of pixels and gradient orientations, no
+    logits (no IS), 8x8 grey; nothing trained."""
+
+    name = "digits-hog"
+
+    def __init__(self, batch_size: int = 4096):
+        super().__init__(batch_size)
+        from .hog import FEATURE_DIM
+
+        self.info.update(dim=FEATURE_DIM, classes=0, resize="none (8x8 grey digits)",
+                         weights="none: the pixels (grey / 16) and 8-bin HOG over 2x2 cells of 4x4 pixels")
+
+    def _forward(self, u8):
+        from .hog import hog_features
+
+        if u8.shape[1:] != (1, 8, 8):
+            raise ScorekitError(f"the digits HOG judge takes 8x8 grey images, got {tuple(u8.shape[1:])}")
+        return torch.from_numpy(hog_features(u8)), torch.zeros(len(u8), 0, dtype=torch.float64)
+
+
 class Inception(Extractor):
     """TF Inception-v3 2015-12-05: pool3 (2048-d) and the 1008 logits without bias; grey images are
     repeated to RGB."""
@@ -77,11 +98,14 @@ class Inception(Extractor):
 
 def get_extractor(name: str = "auto", *, images_shape: tuple[int, ...] | None = None, weights: str | None = None,
                   device: str | torch.device = "cpu", verify: bool = True) -> Extractor:
-    """``auto``: the digits proxy for 8x8 grey images, Inception otherwise (``verify``: its weights' sha256)."""
+    """``auto``: the digits proxy for 8x8 grey images, Inception otherwise (``verify``: its weights' sha256); the
+    digits' second judge is ``digits-hog``."""
     if name == "auto":
         name = "digits-proxy" if images_shape is not None and tuple(images_shape) == (1, 8, 8) else "inception"
     if name == "digits-proxy":
         return DigitsProxy()
+    if name == "digits-hog":
+        return DigitsHOG()
     if name == "inception":
         return Inception(weights, device, verify=verify)
     raise ScorekitError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")

@@ -43,9 +43,9 @@ def withhold(values: dict, n: int, reasons: dict[str, str | None]) -> dict:
     and ``values_below_min_n`` (the computed values) when any was withheld."""
     out = dict(values)
     hidden = {k: r for k, r in reasons.items() if r is not None and k in out}
-    if hidden:
-        out["values_below_min_n"] = {k: out[k] for k in hidden}
-        out["too_few_samples"] = hidden
+    if hidden:  # (added to what an earlier call withheld)
+        out["values_below_min_n"] = {**out.get("values_below_min_n", {}), **{k: out[k] for k in hidden}}
+        out["too_few_samples"] = {**out.get("too_few_samples", {}), **hidden}
         for k in hidden:
             out[k] = None
     return out

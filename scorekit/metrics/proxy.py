@@ -122,13 +122,16 @@ FEATURE_DIM = 128
 
 
 def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0, labels: torch.Tensor | None = None) -> dict:
-    """Proxy FD of the samples against the test digits, the real-vs-real floor at the same N (that many
-    training digits against the test digits) and the IS analogue of samples and of real digits.
+    """Both digits judges: the proxy FD and the HOG FD (:mod:`scorekit.metrics.hog`) of the samples against the
+    test digits, each with its real-vs-real floor at the same N (that many training digits against the test
+    digits), and the IS analogue of samples and of real digits.
 
-    Below the rule of :mod:`scorekit.metrics.min_n` (FD: N >= 128, IS: N >= 100) a value is None, with
-    the reason in ``too_few_samples`` and the computed value in ``values_below_min_n``. With the ``labels``
-    asked for, ``agreement`` is the fraction of samples the classifier assigns to them."""
+    Below the rule of :mod:`scorekit.metrics.min_n` (proxy FD: N >= 128, HOG FD: N >= 100, IS: N >= 100) a value
+    is None, with the reason in ``too_few_samples`` and the computed value in ``values_below_min_n``. With the
+    ``labels`` asked for, ``agreement`` is the fraction of samples the classifier assigns to them."""
     from ..data.sources import digits
+    from .hog import FEATURE_DIM as HOG_DIM
+    from .hog import hog_features
     from .min_n import too_few, withhold
 
     test, train = digits("test"), digits("train")
@@ -140,12 +143,17 @@ def proxy_metrics(samples_u8: torch.Tensor, floor_seed: int = 0, labels: torch.T
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(floor_seed))[:n]
     f_r, p_r = features_and_probs(train.images[idx])
     floor = frechet_distance(*feature_stats(f_r), mu_t, s_t)
-    values = {"proxy_fd": fd, "proxy_fd_floor": floor, "proxy_is": inception_score(p_s, 1)[0],
-              "proxy_is_real": inception_score(p_r, 1)[0], "n": int(len(samples_u8))}
+    hog_test = feature_stats(hog_features(test.images))
+    hog_fd = frechet_distance(*feature_stats(hog_features(samples_u8)), *hog_test)
+    hog_floor = frechet_distance(*feature_stats(hog_features(train.images[idx])), *hog_test)
+    values = {"proxy_fd": fd, "proxy_fd_floor": floor, "hog_fd": hog_fd, "hog_fd_floor": hog_floor,
+              "proxy_is": inception_score(p_s, 1)[0], "proxy_is_real": inception_score(p_r, 1)[0],
+              "n": int(len(samples_u8))}
     if labels is not None:
         values["agreement"] = float((p_s.argmax(1) == labels.cpu().numpy()).mean())
     n = len(samples_u8)
     fd_reason = too_few("proxy_fd", n, feature_dim=FEATURE_DIM)
+    hog_reason = too_few("fd", n, feature_dim=HOG_DIM)
     is_reason = too_few("proxy_is", n)
-    return withhold(values, n, {"proxy_fd": fd_reason, "proxy_fd_floor": fd_reason, "proxy_is": is_reason,
-                                "proxy_is_real": is_reason})
+    return withhold(values, n, {"proxy_fd": fd_reason, "proxy_fd_floor": fd_reason, "hog_fd": hog_reason,
+                                "hog_fd_floor": hog_reason, "proxy_is": is_reason, "proxy_is_real": is_reason})

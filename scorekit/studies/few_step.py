@@ -3,7 +3,9 @@ progressive distillation) from two teachers (the main job's DDPM and the NCSN si
 and 4 network evaluations, beside the teacher at its default sampler and with its full chain, and consistency
 training from scratch (ct-digits). FD against NFE, and the training cost of each relative to its teacher's: wall
 time (from each run's logged throughput, every run trained in this study on the same machine) and images seen.
-Every FD is the mean and standard deviation over SEEDS sample seeds (the DDPM teacher's 1000-step chain: one)."""
+Every FD is the mean over SEEDS sample seeds with its 95% interval (the DDPM teacher's 1000-step chain: one seed),
+under both digits judges (the proxy and the HOG FD), each row also as a ratio to its teacher's default sampler
+with the interval of that ratio; the report says which targets are met, missed or within noise."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 
 import numpy as np
 
+from ..metrics.intervals import fmt_interval, mean_interval, ratio_interval, verdict
 from .runner import Arm, Context, markdown_table, measured, sample_images, train_arms, write_csv, write_report
 
 NAME = "few-step"
@@ -77,18 +80,31 @@ def _specs(cfg, role: str) -> list[tuple[str, str, dict, int]]:
     return [(f"consistency {n}", "consistency", {"steps": n}, SEEDS) for n in NFE]
 
 
-def _fd(ctx: Context, denoiser, meter, run, sampler: str, options: dict, seeds: int) -> dict:
+def _fd(ctx: Context, denoiser, meter, run, sampler: str, options: dict, seeds: int, grid=None) -> dict:
+    """Every judge's FD of ``seeds`` sample seeds (kept in the run's eval/ folder); ``grid``: where to draw the
+    first 100 samples of the first seed."""
+    from ..images import save_grid
+
     def compute(seed: int) -> dict:
         denoiser.nfe = 0
         out = sample_images(denoiser, ctx.n, seed=seed, sampler=sampler, options=options, batch_size=500)
-        return {"fd": meter(out["samples"]), "nfe": denoiser.nfe / -(-ctx.n // 500), "n": ctx.n, "seed": seed}
+        if grid is not None and seed == ctx.seed:
+            save_grid(grid, out["samples"][:100])
+        fds = meter.all(out["samples"])
+        return {"fd": fds[meter.name], "fds": fds, "nfe": denoiser.nfe / -(-ctx.n // 500), "n": ctx.n, "seed": seed}
 
     opts = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
-    rows = [measured(run, f"{NAME}_{sampler}_{opts}_n{ctx.n}_seed{s}", lambda s=s: compute(s))
+    judges = "-".join(name.split()[0].lower() for name in meter.names)
+    rows = [measured(run, f"{NAME}_{sampler}_{opts}_n{ctx.n}_seed{s}_{judges}", lambda s=s: compute(s))
             for s in range(ctx.seed, ctx.seed + seeds)]
-    fds = [r["fd"] for r in rows]
-    return {"fd": float(np.mean(fds)), "fd_std": float(np.std(fds, ddof=1)) if len(fds) > 1 else 0.0, "fds": fds,
-            "seeds": len(fds), "nfe": rows[0]["nfe"]}
+    out = {"seeds": len(rows), "nfe": rows[0]["nfe"], "judges": {}}
+    for name in meter.names:
+        values = [r["fds"][name] for r in rows]
+        mean, lo, hi = mean_interval(values)
+        out["judges"][name] = {"fd": mean, "low": lo, "high": hi, "values": values,
+                               "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    out["fd"] = out["judges"][meter.name]["fd"]
+    return out
 
 
 def _cost(run, cfg) -> dict:
@@ -128,49 +144,122 @@ def run(ctx: Context, command: str) -> dict:
     runs.append(("ddpm", "ct", f"{CT} (from scratch)", sub.run_dir(ct)))
     meter = ctx.meter(load(runs[0][3]).config)
     rows = []
+    (ctx.folder / "grids").mkdir(parents=True, exist_ok=True)
     for tag, role, label, run_dir in runs:
         d = load(run_dir, device=ctx.device)
         cost = _cost(run_dir, d.config)
         for spec, sampler, options, seeds in _specs(d.config, "teacher" if role == "teacher" else role):
-            r = _fd(ctx, d, meter, run_dir, sampler, options, seeds)
-            rows.append({"teacher": tag, "method": role, "run": label, "sampler": spec, **cost, **r})
-            ctx.say(f"    {label}, {spec}: NFE {r['nfe']:.0f}, {meter.name} {_fd_text(r)}")
+            grid = ctx.folder / "grids" / f"{run_dir.name}_{sampler}_{'_'.join(map(str, options.values()))}.png"
+            r = _fd(ctx, d, meter, run_dir, sampler, options, seeds, grid)
+            rows.append({"teacher": tag, "method": role, "run": label, "sampler": spec, "grid": str(grid), **cost,
+                         **r})
+            ctx.say(f"    {label}, {spec}: NFE {r['nfe']:.0f}, "
+                    + ", ".join(f"{name} {_fd_text(j)}" for name, j in r["judges"].items()))
     return _report(ctx, command, meter, rows)
 
 
-def _fd_text(r: dict) -> str:
-    return f"{r['fd']:.2f} ± {r['fd_std']:.2f}" if r["seeds"] > 1 else f"{r['fd']:.2f} (1 seed)"
+def _fd_text(j: dict) -> str:
+    return fmt_interval(j["fd"], j["low"], j["high"]) if j["low"] is not None else f"{j['fd']:.2f} (1 seed)"
+
+
+def _ratios(rows: list[dict], names: list[str]) -> None:
+    """Each row's FD over its teacher's default sampler's, per judge, with the 95% interval over seeds."""
+    default = {r["teacher"]: r for r in rows if r["method"] == "teacher" and "(default)" in r["sampler"]}
+    for r in rows:
+        base = default[r["teacher"]] if r["method"] != "ct" else default["ddpm"]
+        for name in names:
+            ratio, lo, hi = ratio_interval(r["judges"][name]["values"], base["judges"][name]["values"])
+            r["judges"][name].update(ratio=ratio, ratio_low=lo, ratio_high=hi)
+
+
+TARGETS = [  # (teacher tag, method, NFE, at most this ratio to the teacher's default sampler), issue 36
+    ("ddpm", "cd", 2, 1.10), ("ddpm", "cd", 1, 1.30), ("ncsnv2-unet", "cd", 2, 1.15)]
+
+
+def _verdicts(rows: list[dict], names: list[str]) -> list[str]:
+    lines = []
+    for tag, method, nfe, target in TARGETS:
+        found = [r for r in rows if r["teacher"] == tag and r["method"] == method and round(r["nfe"]) == nfe]
+        if not found:
+            continue
+        says = []
+        for name in names:
+            j = found[0]["judges"][name]
+            says.append(f"{name} {fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])} "
+                        f"({verdict(j['ratio_low'], j['ratio_high'], target)})")
+        lines.append(f"- {method} from {tag}, {nfe} NFE, at most {target:.2f}x its teacher: " + "; ".join(says))
+    for tag in dict.fromkeys(r["teacher"] for r in rows):
+        two = [r for r in rows if r["teacher"] == tag and r["method"] == "cd" and round(r["nfe"]) in (1, 2)]
+        if len(two) == 2:
+            one, both = sorted(two, key=lambda r: r["nfe"])
+            says = []
+            for name in names:
+                ratio, lo, hi = ratio_interval(both["judges"][name]["values"], one["judges"][name]["values"])
+                says.append(f"{name} 2 NFE / 1 NFE {fmt_interval(ratio, lo, hi)} ({verdict(lo, hi, 1.0)})")
+            lines.append(f"- cd from {tag}, 2 NFE better than 1 NFE: " + "; ".join(says))
+    return lines
 
 
 def _report(ctx: Context, command: str, meter, rows: list[dict]) -> dict:
     from ..plots import figure
 
+    names = meter.names
+    _ratios(rows, names)
     teacher_cost = {r["teacher"]: r for r in rows if r["method"] == "teacher"}
     for r in rows:
         base = teacher_cost[r["teacher"]]
         r["time_vs_teacher"] = r["train_s"] / base["train_s"] if base["train_s"] else None
         r["images_vs_teacher"] = r["images"] / base["images"]
-    write_csv(ctx.folder / f"{NAME}.csv", [{k: v for k, v in r.items() if k != "fds"} for r in rows])
+    flat = []
+    for r in rows:
+        row = {k: v for k, v in r.items() if k != "judges"}
+        for name, j in r["judges"].items():
+            key = name.split()[0].lower()
+            row.update({f"{key}_fd": j["fd"], f"{key}_fd_low": j["low"], f"{key}_fd_high": j["high"],
+                        f"{key}_ratio": j["ratio"], f"{key}_ratio_low": j["ratio_low"],
+                        f"{key}_ratio_high": j["ratio_high"]})
+        flat.append(row)
+    write_csv(ctx.folder / f"{NAME}.csv", flat)
     tags = list(dict.fromkeys(r["teacher"] for r in rows))
-    with figure(ctx.folder / f"{NAME}.png", ncols=len(tags), size=(6 * len(tags), 4.4)) as axes:
-        for ax, tag in zip(np.atleast_1d(axes), tags):
-            for i, method in enumerate(dict.fromkeys(r["method"] for r in rows if r["teacher"] == tag)):
-                pts = sorted((r for r in rows if r["teacher"] == tag and r["method"] == method), key=lambda r: r["nfe"])
-                ax.errorbar([r["nfe"] for r in pts], [r["fd"] for r in pts], yerr=[r["fd_std"] for r in pts],
-                            fmt="o-" if method != "teacher" else "s", color=f"C{i}", capsize=3, label=pts[0]["run"])
-            ax.set(xscale="log", yscale="log", xlabel="network evaluations per image",
-                   ylabel=f"{meter.name} ({ctx.n} samples, mean of {SEEDS} seeds)", title=f"teacher: {tag}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    table = markdown_table(
-        ["Run", "Sampler", "NFE", f"{meter.name} (mean ± sd)", "training s", "time / teacher's", "images / teacher's"],
-        [[r["run"], r["sampler"], f"{r['nfe']:.0f}", _fd_text(r), f"{r['train_s']:.0f}",
-          f"{r['time_vs_teacher']:.2f}" if r["time_vs_teacher"] is not None else "–", f"{r['images_vs_teacher']:.2f}"]
-         for r in rows])
-    body = (f"{meter.name} of {ctx.n} samples against {meter.ref.description}, mean ± standard deviation over "
-            f"{SEEDS} sample seeds; NFE per image counted. Training time from each run's logged throughput (all "
-            f"runs trained in this study, one after another on the same machine).\n\n{table}\n"
-            f"![FD against NFE]({NAME}.png)\n")
+    with figure(ctx.folder / f"{NAME}.png", nrows=len(names), ncols=len(tags),
+                size=(6 * len(tags), 4.4 * len(names))) as axes:
+        axes = np.asarray(axes).reshape(len(names), len(tags))
+        for row_axes, name in zip(axes, names):
+            for ax, tag in zip(row_axes, tags):
+                for i, method in enumerate(dict.fromkeys(r["method"] for r in rows if r["teacher"] == tag)):
+                    pts = sorted((r for r in rows if r["teacher"] == tag and r["method"] == method),
+                                 key=lambda r: r["nfe"])
+                    js = [r["judges"][name] for r in pts]
+                    err = [[j["fd"] - (j["low"] if j["low"] is not None else j["fd"]) for j in js],
+                           [(j["high"] if j["high"] is not None else j["fd"]) - j["fd"] for j in js]]
+                    ax.errorbar([r["nfe"] for r in pts], [j["fd"] for j in js], yerr=err,
+                                fmt="o-" if method != "teacher" else "s", color=f"C{i}", capsize=3,
+                                label=pts[0]["run"])
+                ax.set(xscale="log", yscale="log", xlabel="network evaluations per image",
+                       ylabel=f"{name} ({ctx.n} samples, mean and 95% CI)", title=f"teacher: {tag}")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7)
+    header = ["Run", "Sampler", "NFE"]
+    for name in names:
+        header += [f"{name} [95% CI]", f"{name.split()[0]} ratio [95% CI]"]
+    header += ["training s", "time / teacher's", "images / teacher's"]
+    body_rows = []
+    for r in rows:
+        cells = [r["run"], r["sampler"], f"{r['nfe']:.0f}"]
+        for name in names:
+            j = r["judges"][name]
+            cells += [_fd_text(j), fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"])]
+        cells += [f"{r['train_s']:.0f}", f"{r['time_vs_teacher']:.2f}" if r["time_vs_teacher"] is not None else "–",
+                  f"{r['images_vs_teacher']:.2f}"]
+        body_rows.append(cells)
+    table = markdown_table(header, body_rows)
+    verdicts = "\n".join(_verdicts(rows, names))
+    body = (f"{' and '.join(names)} of {ctx.n} samples against {meter.ref.description}: the mean over {SEEDS} sample "
+            f"seeds with its 95% t interval; ratios to the teacher's default sampler (ct-digits: to the main job's "
+            f"teacher) with the 95% interval of a ratio of means (delta method on the log, Welch's df). NFE per "
+            f"image counted. Training time from each run's logged throughput (all runs trained in this study, one "
+            f"after another on the same machine). A target is met when the interval lies below it, missed when "
+            f"above, else within noise.\n\n{table}\n{verdicts}\n\n![FD against NFE]({NAME}.png)\n")
     payload = {"rows": rows, "measure": meter.describe(), "seeds": SEEDS}
     write_report(ctx, NAME, TITLE, body, payload, command)
     return payload
