@@ -14,7 +14,7 @@ from .denoiser import Denoiser
 from .dist import Dist
 from .errors import DataError
 from .images import OutPaths, save_grid, save_npz, save_pngs, to_uint8
-from .likelihood import data_values, first_off_values, pixel_max, vlb_bpd
+from .likelihood import data_values, first_off_values, on_values, pixel_max, vlb_bpd
 from .rng import ImageRNG
 from .samplers import sample, sampling_options
 
@@ -36,14 +36,16 @@ def fast_sampling_denoiser(denoiser: Denoiser, *, precision: str = "fp32", compi
 def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256, sampler: str | None = None,
              options: dict | None = None, progress: bool = False, dist: Dist | None = None,
              precision: str | None = None, compile: bool | None = None, labels: torch.Tensor | None = None,
-             guidance: float = 1.0, classifier: Denoiser | None = None, classifier_scale: float = 0.0
-             ) -> torch.Tensor:
+             guidance: float = 1.0, classifier: Denoiser | None = None, classifier_scale: float = 0.0,
+             raw: bool = False) -> torch.Tensor:
     """n images as uint8 (N, C, H, W); image i depends only on (seed, i). The batches [kB, (k+1)B) are the
     same whatever the number of processes (under torchrun, rank r samples batches r, r + world, ...), so
     the images are bit-identical with 1 or many processes. ``precision`` / ``compile`` default to the
     run's sampling settings; a compiled network always sees full batches (the last one is padded with
     extra images that are discarded), so its shapes stay static. ``labels`` (one class per image) with
-    ``guidance`` / ``classifier`` and ``classifier_scale`` sample classes (see :mod:`scorekit.guidance`)."""
+    ``guidance`` / ``classifier`` and ``classifier_scale`` sample classes (see :mod:`scorekit.guidance`). A run
+    that learnt its data's value set (``data.values``) gives images on that set (:func:`samples_u8`) unless
+    ``raw``."""
     cfg = denoiser.config
     name = sampler or cfg.sampling.sampler
     opts = {**sampling_options(cfg.sampling), **(options or {})}
@@ -64,7 +66,7 @@ def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256
         with torch.autocast(denoiser.device.type, dtype=torch.bfloat16, enabled=bf16):
             x = sample(d, name, (len(idx), *shape), ImageRNG(seed, idx, denoiser.device),
                        progress=progress, **opts)
-        out.append(to_uint8(x[:max(0, min(n - start, len(idx)))], denoiser.data_range))
+        out.append(samples_u8(x[:max(0, min(n - start, len(idx)))], denoiser, raw=raw))
     if not dist.enabled:
         return torch.cat(out) if out else torch.empty(0, *shape, dtype=torch.uint8)
     rounds = math.ceil(len(starts) / dist.world)  # every rank contributes `rounds` padded batches
@@ -74,6 +76,14 @@ def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256
     gathered = dist.gather_cat(padded.to(dist.device)).cpu().reshape(dist.world, rounds, batch_size, *shape)
     batches = [gathered[k % dist.world, k // dist.world] for k in range(len(starts))]
     return torch.cat([b[:min(batch_size, n - s)] for b, s in zip(batches, starts)])
+
+
+def samples_u8(x: torch.Tensor, denoiser: Denoiser, *, raw: bool = False) -> torch.Tensor:
+    """A sampler's output as the uint8 images a run writes: on the data's value set when the run learnt one (the
+    decoder's most likely value, as the bound and the codec assume: the digits' 17 grey levels), else rounded to
+    8 bits; ``raw``: always the rounded continuous output."""
+    values = None if raw else data_values(denoiser)
+    return to_uint8(x, denoiser.data_range) if values is None else on_values(x, values, denoiser.data_range)
 
 
 def write_samples(out: str | Path | OutPaths, images: torch.Tensor, grid_max: int = 256) -> dict[str, str]:

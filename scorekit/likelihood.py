@@ -95,6 +95,14 @@ def value_edges(values: torch.Tensor, data_range: tuple[float, float]) -> tuple[
     return centres, torch.cat([-inf, (centres[1:] + centres[:-1]) / 2, inf])
 
 
+def on_values(x: torch.Tensor, values: torch.Tensor, data_range: tuple[float, float]) -> torch.Tensor:
+    """uint8 images on the data's values: each pixel of ``x`` (in ``data_range``) becomes the value whose decoder
+    bin holds it, the decoder's most likely value (its bins reach half-way to the neighbouring values)."""
+    centres, edges = value_edges(values, data_range)
+    index = torch.bucketize(x.detach().double().cpu(), edges[1:-1])
+    return values.to(torch.uint8)[index]
+
+
 def discretized_log_likelihood_on_values(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
                                          values: torch.Tensor, data_range: tuple[float, float]) -> torch.Tensor:
     """log p(x | mean, exp(log_scale)) of data that take only ``values`` (uint8): DDPM's decoder (Eq. 13) with one

@@ -131,18 +131,20 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
                       schedule: str | None = None,
                       is_splits: int = 10, checkpoint: str | None = None, dist=None, progress: bool = False,
                       precision: str | None = None, compile: bool | None = None, guided: dict | None = None,
-                      per_class: bool = False, judges: list[tuple[Extractor, Reference]] = ()) -> dict:
+                      per_class: bool = False, judges: list[tuple[Extractor, Reference]] = (),
+                      raw: bool = False) -> dict:
     """Sample n images (sharded over processes), extract features, compute the metrics; return the
     metrics with the full protocol. Every process returns the same dictionary. ``judges``: more extractors, each
     with its reference, whose FD of the same images is reported beside (the digits' HOG FD as ``hog_fd``)."""
     from . import __version__
     from .evaluate import generate
+    from .likelihood import data_values
 
     cfg = denoiser.config
     options = {**({"steps": steps} if steps else {}), **({"schedule": schedule} if schedule else {})}
     guided = guided or {}
     images = generate(denoiser, n, seed=seed, batch_size=batch_size, sampler=sampler, options=options,
-                      progress=progress, dist=dist, precision=precision, compile=compile, **guided)
+                      progress=progress, dist=dist, precision=precision, compile=compile, raw=raw, **guided)
     feats, logits = extractor(images)
     values = compute_metrics(feats, logits, ref, metrics, is_splits=is_splits)
     for judge, judge_ref in judges:
@@ -173,7 +175,8 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
                     "kernel": "(x.y/d + 1)^3"} if "kid" in metrics else None,
             "pr": {"k": PR_K} if "pr" in metrics else None,
             "sampler": name, "steps": steps or cfg.sampling.steps or "sampler default",
-            "sampler_options": sampling, "checkpoint": checkpoint, "checkpoint_step": getattr(denoiser,
+            "sampler_options": sampling, "on_values": not raw and data_values(denoiser) is not None,
+            "checkpoint": checkpoint, "checkpoint_step": getattr(denoiser,
                                                                                             "checkpoint_step", None),
             "ema": getattr(denoiser, "uses_ema", None), "processes": dist.world if dist is not None else 1,
             "batch_size": batch_size, "precision": precision or cfg.sampling.precision,

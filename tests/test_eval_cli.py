@@ -36,7 +36,7 @@ def png_folder(tmp_path_factory):
 
 PROTOCOL = {"n", "seed", "per_image_seed", "reference", "extractor", "is_splits", "kid", "pr", "sampler", "steps",
             "sampler_options", "checkpoint", "checkpoint_step", "ema", "processes", "batch_size", "precision",
-            "classes", "guidance", "classifier_scale", "scorekit", "torch", "date", "judges"}
+            "classes", "guidance", "classifier_scale", "scorekit", "torch", "date", "judges", "on_values"}
 
 
 def test_fid_ref_then_eval_on_a_folder_of_pngs(run, png_folder, tmp_path, capsys):

@@ -130,7 +130,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 is_splits=args.is_splits, checkpoint=str(path), dist=dist,
                                 progress=not args.no_progress and dist.main, precision="bf16" if args.bf16 else None,
                                 compile=args.compile or None, guided=guided, per_class=args.per_class,
-                                judges=judges)
+                                judges=judges, raw=args.raw)
         results.append(res)
         print(f"step {res['protocol']['checkpoint_step']}: {describe_metrics(res['metrics'])}", flush=True)
         if "per_class" in res["metrics"]:

@@ -78,7 +78,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         from ..evaluate import generate
 
         fakes = generate(denoiser, n_fake + half_t, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
-                         options=sampler_options(args), progress=not args.no_progress, **guided)
+                         options=sampler_options(args), progress=not args.no_progress, raw=args.raw, **guided)
     else:
         fakes = torch.from_numpy(samples[:n_fake + half_t]).permute(0, 3, 1, 2).contiguous()
     order = np.random.RandomState(args.seed).permutation(len(source))[:n_real + half_t]

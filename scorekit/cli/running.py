@@ -107,6 +107,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     --out DIR writes into DIR; --out FILE.png writes the grid there and the rest beside it (FILE_images/,
     FILE_samples.npz, FILE_summary.json)."""
     from ..evaluate import describe, generate, write_samples
+    from ..likelihood import data_values
     from ..metrics.proxy import proxy_metrics
 
     denoiser = _load(args)
@@ -123,11 +124,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     denoiser.nfe = 0
     images = generate(denoiser, args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
                       options=options, progress=not args.no_progress, precision="bf16" if args.bf16 else None,
-                      compile=args.compile or None, **guided)
+                      compile=args.compile or None, raw=args.raw, **guided)
     batches = -(-args.n // args.batch_size)
     summary = {"n": args.n, "seed": args.seed, "sampler": sampler,
                "steps": args.steps or cfg.sampling.steps or "the sampler's default",
                "schedule": args.schedule or cfg.sampling.schedule, "nfe_per_image": round(denoiser.nfe / batches, 2),
+               "on_values": not args.raw and data_values(denoiser) is not None,
                "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
                "seconds": round(time.perf_counter() - t0, 1), **write_samples(paths, images)}
     if guided:
@@ -195,6 +197,9 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=CHOICES["sampling.schedule"],
                    help="time-step schedule (default: the run's; auto = one searched by tune-schedule, if any)")
     p.add_argument("--seed", type=SEED, default=0, help="base seed; image i uses (seed, i)")
+    p.add_argument("--raw", action="store_true",
+                   help="keep the sampler's continuous output (rounded to 8 bits); by default a run that learnt its "
+                        "data's values (data.values: the digits' 17 grey levels) writes its samples on them")
     p.add_argument("--batch-size", type=BATCH, default=256, help=BATCH_HELP)
     p.add_argument("--class", dest="klass", type=class_spec, metavar="C[,C...]|all",
                    help="draw these classes (a list repeats; all: an equal share of each)")

@@ -23,7 +23,7 @@ import torch
 
 from ..config import Config, load_config
 from ..errors import ScorekitError, TrainingError
-from ..images import atomic_write_bytes, to_uint8
+from ..images import atomic_write_bytes
 from ..quality import FrechetMeter
 from ..rng import ImageRNG
 from ..run import RunDir
@@ -124,8 +124,10 @@ def measured(run: Path, key: str, compute: Callable[[], dict]) -> dict:
 @torch.no_grad()
 def sample_images(denoiser, n: int, *, seed: int, options: dict | None = None, sampler: str | None = None,
                   batch_size: int = 256, final_level: bool = False) -> dict[str, torch.Tensor]:
-    """uint8 samples with the run's sampler (image i from (seed, i)); with ``final_level`` (Langevin) also
+    """uint8 samples with the run's sampler (image i from (seed, i)), on the run's value set if it learnt one
+    (:func:`scorekit.evaluate.samples_u8`); with ``final_level`` (Langevin) also
     the samples before the final denoising step, from the same chains (the rebuttal's comparison)."""
+    from ..evaluate import samples_u8
     from ..samplers import sample, sampling_options
 
     cfg = denoiser.config
@@ -142,9 +144,9 @@ def sample_images(denoiser, n: int, *, seed: int, options: dict | None = None, s
         idx = range(start, min(n, start + batch_size))
         x = sample(denoiser, name, (len(idx), *denoiser.image_shape), ImageRNG(seed, idx, denoiser.device),
                    callback=keep if final_level else None, **opts)
-        out["samples"].append(to_uint8(x, denoiser.data_range))
+        out["samples"].append(samples_u8(x, denoiser))
         if final_level:
-            out["before_denoising"].append(to_uint8(last["x"], denoiser.data_range))
+            out["before_denoising"].append(samples_u8(last["x"], denoiser))
     return {k: torch.cat(v) for k, v in out.items() if v}
 
 
