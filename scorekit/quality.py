@@ -19,7 +19,7 @@ from .metrics.frechet import feature_stats, frechet_distance, load_stats
 from .metrics.min_n import too_few, withhold
 from .metrics.scores import inception_score, kid, precision_recall, softmax
 
-METRICS = ("fid", "is", "kid", "pr")
+METRICS = ("fid", "is", "kid", "pr", "fd_dinov2")
 KID_SUBSETS, KID_SUBSET_SIZE, KID_SEED, PR_K = 100, 1000, 0, 3  # Binkowski et al.; Kynkaanniemi et al.
 
 
@@ -145,14 +145,16 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
     guided = guided or {}
     images = generate(denoiser, n, seed=seed, batch_size=batch_size, sampler=sampler, options=options,
                       progress=progress, dist=dist, precision=precision, compile=compile, raw=raw, **guided)
-    feats, logits = extractor(images)
-    values = compute_metrics(feats, logits, ref, metrics, is_splits=is_splits)
+    values, feats, logits = {}, None, None
+    if metrics:
+        feats, logits = extractor(images)
+        values = compute_metrics(feats, logits, ref, metrics, is_splits=is_splits)
     for judge, judge_ref in judges:
-        key = f"{judge.name.removeprefix('digits-')}_fd"
+        key = JUDGE_KEYS.get(judge.name, f"{judge.name}_fd")
         judge_feats, _ = judge(images)
         values[key] = frechet_distance(*feature_stats(judge_feats), judge_ref.mu, judge_ref.sigma)
         values = withhold(values, n, {key: too_few("fd", n, feature_dim=judge_feats.shape[1])})
-    if per_class and guided:  # judge: the digits proxy's own classes, else the guidance classifier at t = 0
+    if per_class and guided and extractor is not None:  # judge: the proxy's classes, else the guidance classifier
         from .guidance import classify
 
         judge = logits if extractor.name == "digits-proxy" else (
@@ -167,8 +169,9 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
         "metrics": values,
         "protocol": {
             "n": n, "seed": seed, "per_image_seed": "image i uses SeedSequence([seed, i])",
-            "reference": {"description": ref.description, "n": ref.n},
-            "extractor": extractor.info, "is_splits": is_splits if "is" in metrics else None,
+            "reference": {"description": ref.description, "n": ref.n} if ref is not None else None,
+            "extractor": extractor.info if extractor is not None else None,
+            "is_splits": is_splits if "is" in metrics else None,
             "judges": [{"extractor": j.info, "reference": {"description": r.description, "n": r.n}}
                        for j, r in judges] or None,
             "kid": {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, len(ref.features)), "seed": KID_SEED,
@@ -261,6 +264,7 @@ class FrechetMeter:
 
 
 JUDGE_NAMES = {"digits-proxy": "proxy FD", "digits-hog": "HOG FD"}
+JUDGE_KEYS = {"digits-hog": "hog_fd", "dinov2": "fd_dinov2"}  # a judge's metric in eval's JSON
 
 
 def _class_counts(labels) -> dict[str, int]:

@@ -23,6 +23,9 @@ def _extractor_args(p: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> 
                         "(or $SCOREKIT_INCEPTION_WEIGHTS)")
     p.add_argument("--inception-unverified", action="store_true",
                    help="use Inception weights whose sha256 does not start with 6726825d (recorded as unverified)")
+    p.add_argument("--dinov2-weights", metavar="PATH", type=existing_file,
+                   help="local dinov2_vitl14_pretrain.pth for --metrics fd_dinov2 / --extractor dinov2 (or "
+                        "$SCOREKIT_DINOV2_WEIGHTS)")
     p.add_argument("--resolution", type=RESOLUTION, help="image size for DATA given as a folder or zip")
     p.add_argument("--channels", type=int, choices=(1, 3), help="channels for DATA given as a folder or zip")
 
@@ -30,7 +33,8 @@ def _extractor_args(p: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> 
 def _extractor(args, images_shape, device=None):
     from ..metrics.extractors import get_extractor
 
-    return get_extractor(args.extractor, images_shape=images_shape, weights=args.inception_weights,
+    weights = args.dinov2_weights if args.extractor == "dinov2" else args.inception_weights
+    return get_extractor(args.extractor, images_shape=images_shape, weights=weights,
                          device=device or _device(args), verify=not args.inception_unverified)
 
 
@@ -107,17 +111,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not ref_spec.endswith(".npz"):
         data_config(ref_spec, resolution=args.resolution or first.config.data.resolution,
                     channels=args.channels or first.config.data.channels)
-    ext = _extractor(args, first.image_shape, dist.device)
-    ref = reference_from(ref_spec, ext, split=args.ref_split, resolution=args.resolution or first.image_shape[-1],
-                         channels=args.channels or first.image_shape[0])
-    check_request(metrics, ref)
-    judges = []
-    if ext.name == "digits-proxy" and args.extractor == "auto" and not ref_spec.endswith(".npz") and "fid" in metrics:
-        from ..metrics.extractors import get_extractor  # the digits' second judge beside the proxy
+    from ..metrics.extractors import get_extractor
 
+    dinov2 = "fd_dinov2" in metrics
+    metrics = [m for m in metrics if m != "fd_dinov2"]  # the others are measured with --extractor's features
+    ext = ref = None
+    if metrics:
+        ext = _extractor(args, first.image_shape, dist.device)
+        ref = reference_from(ref_spec, ext, split=args.ref_split, resolution=args.resolution or first.image_shape[-1],
+                             channels=args.channels or first.image_shape[0])
+        check_request(metrics, ref)
+    judges = []
+    if ext is not None and ext.name == "digits-proxy" and args.extractor == "auto" and not ref_spec.endswith(".npz") \
+            and "fid" in metrics:  # the digits' second judge beside the proxy
         hog = get_extractor("digits-hog")
         judges.append((hog, reference_from(ref_spec, hog, split=args.ref_split, resolution=first.image_shape[-1],
                                            channels=first.image_shape[0])))
+    if dinov2:
+        dino_ref = args.dinov2_ref or ref_spec
+        if dino_ref.endswith(".npz") and not args.dinov2_ref:
+            raise ScorekitError(f"--metrics fd_dinov2: --ref {ref_spec} is a statistics file of another extractor; "
+                                "give --ref DATA, or --dinov2-ref stats.npz made by `scorekit fid-ref DATA --extractor "
+                                "dinov2`")
+        dino = get_extractor("dinov2", weights=args.dinov2_weights, device=dist.device)
+        judges.append((dino, reference_from(dino_ref, dino, split=args.ref_split,
+                                            resolution=args.resolution or first.image_shape[-1],
+                                            channels=args.channels or first.image_shape[0])))
     guided = guidance_kwargs(args, first, args.n)
     if args.per_class and not guided:
         raise ScorekitError("--per-class: needs --class (e.g. --class all: an equal share of every class)")
@@ -142,7 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     payload = results[0] if len(results) == 1 else {"checkpoints": results}
     if len(results) > 1:
-        key = metrics[0] if metrics[0] != "pr" else "precision"
+        key = (metrics[0] if metrics[0] != "pr" else "precision") if metrics else "fd_dinov2"
         rows = [{"step": r["protocol"]["checkpoint_step"],
                  **{k: metric_value(r["metrics"], k) for k in r["metrics"]
                     if k not in ("too_few_samples", "values_below_min_n", "per_class")}} for r in results]
@@ -182,6 +201,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    help="with --class: the fraction of samples the data's classifier assigns to the class asked for "
                         "(digits: the proxy; else the --classifier at level 0) and FD per class")
     _extractor_args(p)
+    p.add_argument("--dinov2-ref", metavar="stats.npz", type=existing_file,
+                   help="DINOv2 reference statistics (scorekit fid-ref DATA --extractor dinov2) when --ref is a "
+                        "statistics file of another extractor")
 
 
 def _samples_from(args) -> tuple:

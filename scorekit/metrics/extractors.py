@@ -7,7 +7,7 @@ import torch
 
 from ..errors import ScorekitError
 
-EXTRACTORS = ("auto", "inception", "digits-proxy", "digits-hog")
+EXTRACTORS = ("auto", "inception", "digits-proxy", "digits-hog", "dinov2")
 
 
 class Extractor:
@@ -96,6 +96,28 @@ class Inception(Extractor):
         return self.net(u8.to(self.device))
 
 
+class DINOv2Features(Extractor):
+    """DINOv2 (:mod:`scorekit.metrics.dinov2`): the class token (1024-d for ViT-L/14) of EDM2's preprocessing; no
+    logits. Grey images are repeated to RGB."""
+
+    name = "dinov2"
+
+    def __init__(self, weights: str | None = None, device: str | torch.device = "cpu", batch_size: int = 64):
+        super().__init__(batch_size)
+        from .dinov2 import RESOLUTION, load_dinov2
+
+        self.device = torch.device(device)
+        self.net, weights_info = load_dinov2(weights, self.device)
+        self.info.update(resize=f"bicubic with antialiasing to {RESOLUTION} (EDM2), ImageNet mean / std",
+                         classes=0, **weights_info)
+
+    def _forward(self, u8):
+        from .dinov2 import preprocess
+
+        feats = self.net(preprocess(u8.to(self.device)))
+        return feats, torch.zeros(len(u8), 0, device=feats.device)
+
+
 def get_extractor(name: str = "auto", *, images_shape: tuple[int, ...] | None = None, weights: str | None = None,
                   device: str | torch.device = "cpu", verify: bool = True) -> Extractor:
     """``auto``: the digits proxy for 8x8 grey images, Inception otherwise (``verify``: its weights' sha256); the
@@ -108,4 +130,6 @@ def get_extractor(name: str = "auto", *, images_shape: tuple[int, ...] | None = 
         return DigitsHOG()
     if name == "inception":
         return Inception(weights, device, verify=verify)
+    if name == "dinov2":
+        return DINOv2Features(weights, device)
     raise ScorekitError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
