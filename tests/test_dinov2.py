@@ -31,7 +31,8 @@ def _hf_twin(net: DINOv2, positions: torch.Tensor):
     transformers = pytest.importorskip("transformers")
     dim, grid = SMALL["dim"], positions.shape[1] - 1
     cfg = transformers.Dinov2Config(hidden_size=dim, num_hidden_layers=SMALL["depth"],
-                                    num_attention_heads=SMALL["heads"], intermediate_size=SMALL["hidden"], patch_size=SMALL["patch"],
+                                    num_attention_heads=SMALL["heads"], intermediate_size=SMALL["hidden"],
+                                    patch_size=SMALL["patch"],
                                     image_size=SMALL["patch"] * int(grid**0.5), layer_norm_eps=1e-6, hidden_act="gelu",
                                     qkv_bias=True, layerscale_value=1.0)
     hf = transformers.Dinov2Model(cfg).eval()
