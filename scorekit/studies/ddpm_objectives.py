@@ -10,8 +10,11 @@ from __future__ import annotations
 from .runner import (
     Arm,
     Context,
+    judged,
+    judges_tag,
     markdown_table,
     measured,
+    other_judges,
     sample_images,
     train_arms,
     write_csv,
@@ -60,25 +63,27 @@ def run(ctx: Context, command: str) -> dict:
         if not status[name]:
             def compute(arm=arm):
                 d = load(ctx.run_dir(arm), device=ctx.device)
-                fd = meter(sample_images(d, ctx.n, seed=ctx.seed)["samples"])
+                fds = judged(meter, sample_images(d, ctx.n, seed=ctx.seed)["samples"])
                 bpd = bits_per_dim(d, split="test", n=BPD_IMAGES, seed=ctx.seed)
-                return {"step": d.checkpoint_step, "n": ctx.n, "fd": fd, "bpd": bpd["bpd"], "bpd_sem": bpd["bpd_sem"],
+                return {"step": d.checkpoint_step, "n": ctx.n, **fds, "bpd": bpd["bpd"], "bpd_sem": bpd["bpd_sem"],
                         "bpd_images": bpd["n"]}
 
-            row.update(measured(ctx.run_dir(arm), f"{NAME}_n{ctx.n}_seed{ctx.seed}", compute))
+            row.update(measured(ctx.run_dir(arm), f"{NAME}_n{ctx.n}_seed{ctx.seed}{judges_tag(meter)}", compute))
             ctx.say(f"    {label} ({group}): {meter.name} {row['fd']:.2f}, bits/dim {row['bpd']:.3f}")
         rows.append(row)
-    write_csv(ctx.folder / f"{NAME}.csv", rows)
+    write_csv(ctx.folder / f"{NAME}.csv", [{k: v for k, v in r.items() if k != "fds"} for r in rows])
+    others = other_judges(meter)
     table_rows, last_group = [], None
     for r in rows:
         if r["group"] != last_group:
-            table_rows.append([f"**{r['group']}**", "", ""])
+            table_rows.append([f"**{r['group']}**", "", *["" for _ in others], ""])
             last_group = r["group"]
         if r["status"] == "trained":
-            table_rows.append([r["objective"], r["fd"], f"{r['bpd']:.3f} ± {r['bpd_sem']:.3f}"])
+            table_rows.append([r["objective"], r["fd"], *[r["fds"][o] for o in others],
+                               f"{r['bpd']:.3f} ± {r['bpd_sem']:.3f}"])
         else:
-            table_rows.append([r["objective"], f"unstable ({r['status']})", "–"])
-    table = markdown_table(["Objective", f"{meter.name}", "bits/dim (test)"], table_rows)
+            table_rows.append([r["objective"], f"unstable ({r['status']})", *["–" for _ in others], "–"])
+    table = markdown_table(["Objective", f"{meter.name}", *others, "bits/dim (test)"], table_rows)
     body = (f"Each row trains {ctx.base} for {ctx.steps} steps with the objective named; {meter.name} of {ctx.n} "
             f"samples (the preset's sampler, EMA weights) against {meter.ref.description}; bits/dim is the full "
             f"variational bound on {BPD_IMAGES} test images.\n\n{table}")

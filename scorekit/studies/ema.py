@@ -7,8 +7,11 @@ from .runner import (
     Arm,
     Context,
     checkpoint_steps,
+    judged,
+    judges_tag,
     markdown_table,
     measured,
+    other_judges,
     sample_images,
     train_arms,
     write_csv,
@@ -46,10 +49,13 @@ def run(ctx: Context, command: str) -> dict:
             def compute(ema=ema, path=path):
                 d = load(path, ema=ema, device=ctx.device)
                 return {"step": d.checkpoint_step, "ema": d.uses_ema, "n": ctx.n,
-                        "fd": meter(sample_images(d, ctx.n, seed=ctx.seed)["samples"])}
+                        **judged(meter, sample_images(d, ctx.n, seed=ctx.seed)["samples"])}
 
-            key = f"{NAME}_step{step}_{'ema' if ema else 'raw'}_n{ctx.n}_seed{ctx.seed}"
-            row["fd_ema" if ema else "fd_raw"] = measured(ctx.run_dir(arm), key, compute)["fd"]
+            key = f"{NAME}_step{step}_{'ema' if ema else 'raw'}_n{ctx.n}_seed{ctx.seed}{judges_tag(meter)}"
+            got = measured(ctx.run_dir(arm), key, compute)
+            row["fd_ema" if ema else "fd_raw"] = got["fd"]
+            for other in other_judges(meter):
+                row[f"{other} {'EMA' if ema else 'raw'}"] = got["fds"][other]
         points.append(row)
         ctx.say(f"    step {step}: {meter.name} EMA {row['fd_ema']:.2f}, raw {row['fd_raw']:.2f}")
     write_csv(ctx.folder / f"{NAME}.csv", points)
@@ -61,10 +67,15 @@ def run(ctx: Context, command: str) -> dict:
         ax.legend()
         ax.grid(alpha=0.3)
     best = {k: min(points, key=lambda p: p[k]) for k in ("fd_ema", "fd_raw")}
-    table = markdown_table(["Weights", f"best {meter.name} (step)", "final", "mean over checkpoints"],
+    others = other_judges(meter)
+    table = markdown_table(["Weights", f"best {meter.name} (step)", "final", "mean over checkpoints",
+                            *[f"{o}: final, mean" for o in others]],
                            [[label, f"{best[k][k]:.2f} ({best[k]['step']})", points[-1][k],
-                             sum(p[k] for p in points) / len(points)]
-                            for k, label in (("fd_ema", f"EMA {cfg.training.ema_decay:g}"), ("fd_raw", "raw"))])
+                             sum(p[k] for p in points) / len(points),
+                             *[f"{points[-1][f'{o} {w}']:.2f}, {sum(p[f'{o} {w}'] for p in points) / len(points):.2f}"
+                               for o in others]]
+                            for k, label, w in (("fd_ema", f"EMA {cfg.training.ema_decay:g}", "EMA"),
+                                                ("fd_raw", "raw", "raw"))])
     body = (f"One run of {ctx.base}, {ctx.steps} steps; {meter.name} of {ctx.n} samples against "
             f"{meter.ref.description} at {ctx.checkpoints} checkpoints, each with both weights.\n\n{table}\n"
             f"![FD against the step]({NAME}.png)\n")

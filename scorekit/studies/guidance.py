@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import torch
 
-from .runner import Arm, Context, markdown_table, measured, train_arms, write_csv, write_report
+from .runner import (
+    Arm,
+    Context,
+    judged,
+    judges_tag,
+    markdown_table,
+    measured,
+    other_judges,
+    train_arms,
+    write_csv,
+    write_report,
+)
 
 NAME = "guidance"
 DEFAULT_BASE, DEFAULT_STEPS = "ddpm-digits-cond", 1200
@@ -30,8 +41,8 @@ def check(cfg) -> None:
 
 
 def run(ctx: Context, command: str) -> dict:
+    from ..evaluate import samples_u8
     from ..guidance import labels_for
-    from ..images import to_uint8
     from ..metrics.proxy import features_and_probs
     from ..rng import ImageRNG
     from ..run import load
@@ -60,24 +71,24 @@ def run(ctx: Context, command: str) -> dict:
             d = model.conditional(labels[start:idx.stop], **guided)
             x = sample(d, model.config.sampling.sampler, (len(idx), *model.image_shape),
                        ImageRNG(ctx.seed, idx, model.device), **opts)
-            out.append(to_uint8(x, model.data_range))
+            out.append(samples_u8(x, model))
         images = torch.cat(out)
         _, probs = features_and_probs(images)
-        return {"fd": meter(images), "agreement": float((probs.argmax(1) == labels.numpy()).mean()), "n": ctx.n}
+        return {**judged(meter, images), "agreement": float((probs.argmax(1) == labels.numpy()).mean()), "n": ctx.n}
 
     rows = []
     cond, uncond = load(ctx.run_dir(arms[0]), device=ctx.device), load(ctx.run_dir(arms[1]), device=ctx.device)
     for s in CFG_SCALES:
-        r = measured(ctx.run_dir(arms[0]), f"{NAME}_cfg{s:g}_n{ctx.n}_seed{ctx.seed}",
+        r = measured(ctx.run_dir(arms[0]), f"{NAME}_cfg{s:g}_n{ctx.n}_seed{ctx.seed}{judges_tag(meter)}",
                      lambda s=s: measure(cond, guidance=s))
         rows.append({"method": "classifier-free", "scale": s, **r})
         ctx.say(f"    classifier-free S={s:g}: {meter.name} {r['fd']:.2f}, agreement {r['agreement']:.3f}")
     for s in CLASSIFIER_SCALES:
-        r = measured(ctx.run_dir(arms[1]), f"{NAME}_classifier{s:g}_n{ctx.n}_seed{ctx.seed}",
+        r = measured(ctx.run_dir(arms[1]), f"{NAME}_classifier{s:g}_n{ctx.n}_seed{ctx.seed}{judges_tag(meter)}",
                      lambda s=s: measure(uncond, classifier=classifier, classifier_scale=s))
         rows.append({"method": "classifier", "scale": s, **r})
         ctx.say(f"    classifier K={s:g}: {meter.name} {r['fd']:.2f}, agreement {r['agreement']:.3f}")
-    write_csv(ctx.folder / f"{NAME}.csv", rows)
+    write_csv(ctx.folder / f"{NAME}.csv", [{k: v for k, v in r.items() if k != "fds"} for r in rows])
     from ..plots import figure
 
     with figure(ctx.folder / f"{NAME}.png", ncols=2, size=(12, 4.5)) as (a, b):
@@ -98,8 +109,10 @@ def run(ctx: Context, command: str) -> dict:
     good = [r for r in rows if r["method"] == "classifier-free" and r["agreement"] >= 0.97]
     chosen = min(good, key=lambda r: r["fd"]) if good else max(
         (r for r in rows if r["method"] == "classifier-free"), key=lambda r: r["agreement"])
-    table = markdown_table(["Guidance", "scale", f"{meter.name}", "class agreement"],
-                           [[r["method"], r["scale"], r["fd"], f"{r['agreement']:.3f}"] for r in rows])
+    others = other_judges(meter)
+    table = markdown_table(["Guidance", "scale", f"{meter.name}", *others, "class agreement"],
+                           [[r["method"], r["scale"], r["fd"], *[r["fds"][o] for o in others],
+                             f"{r['agreement']:.3f}"] for r in rows])
     body = (f"{ctx.base} ({ctx.steps} steps): the class-conditional model, the same model trained unconditionally, "
             f"and a noise-conditional classifier, on the same data and process; {ctx.n} samples per point, an equal "
             f"share of each of the {k} classes, the preset's sampler ({base.sampling.sampler}, "

@@ -14,8 +14,11 @@ from .runner import (
     Arm,
     Context,
     checkpoint_steps,
+    judged,
+    judges_tag,
     markdown_table,
     measured,
+    other_judges,
     sample_images,
     train_arms,
     write_csv,
@@ -87,10 +90,12 @@ def run(ctx: Context, command: str) -> dict:
             def compute(path=path):
                 d = load(path, device=ctx.device)
                 s = sample_images(d, ctx.n, seed=ctx.seed, final_level=True)
-                return {"step": d.checkpoint_step, "ema": d.uses_ema, "n": ctx.n, "fd": meter(s["samples"]),
-                        "fd_without_denoising": meter(s["before_denoising"])}
+                without = judged(meter, s["before_denoising"])
+                return {"step": d.checkpoint_step, "ema": d.uses_ema, "n": ctx.n, **judged(meter, s["samples"]),
+                        "fd_without_denoising": without["fd"], "fds_without_denoising": without["fds"]}
 
-            points.append(measured(run_dir, f"{NAME}_step{step}_n{ctx.n}_seed{ctx.seed}", compute))
+            points.append(measured(run_dir, f"{NAME}_step{step}_n{ctx.n}_seed{ctx.seed}{judges_tag(meter)}",
+                                   compute))
             ctx.say(f"    {arm.label} step {step}: {meter.name} {points[-1]['fd']:.2f} "
                     f"(without denoising {points[-1]['fd_without_denoising']:.2f})")
         curves[arm.label] = points
@@ -99,8 +104,11 @@ def run(ctx: Context, command: str) -> dict:
         rows.append({"model": arm.label, "best_fd": best["fd"], "best_step": best["step"],
                      "best_fd_without_denoising": best_raw["fd_without_denoising"],
                      "best_step_without_denoising": best_raw["step"], "final_fd": points[-1]["fd"],
-                     "final_fd_without_denoising": points[-1]["fd_without_denoising"], "status": "trained"})
-    write_csv(ctx.folder / f"{NAME}.csv", [{"model": m, **p} for m, pts in curves.items() for p in pts])
+                     "final_fd_without_denoising": points[-1]["fd_without_denoising"], "status": "trained",
+                     "final_fds": points[-1]["fds"],
+                     "final_fds_without_denoising": points[-1]["fds_without_denoising"]})
+    write_csv(ctx.folder / f"{NAME}.csv", [{"model": m, **{k: v for k, v in p.items() if not k.startswith("fds")}}
+                                           for m, pts in curves.items() for p in pts])
     with figure(ctx.folder / f"{NAME}.png", size=(7.5, 4.5)) as ax:
         for i, (label, pts) in enumerate(curves.items()):
             color = f"C{i}"
@@ -110,11 +118,15 @@ def run(ctx: Context, command: str) -> dict:
                title="NCSNv2 techniques: FD against the step (dashed: without the final denoising step)")
         ax.legend()
         ax.grid(alpha=0.3)
+    others = other_judges(meter)
     table = markdown_table(
-        ["Model", f"best {meter.name} (step)", "best without denoising (step)", "final", "final without denoising"],
+        ["Model", f"best {meter.name} (step)", "best without denoising (step)", "final", "final without denoising",
+         *[f"{o}: final (without denoising)" for o in others]],
         [[r["model"], f"{r['best_fd']:.2f} ({r['best_step']})",
           f"{r['best_fd_without_denoising']:.2f} ({r['best_step_without_denoising']})", r["final_fd"],
-          r["final_fd_without_denoising"]] if r["status"] == "trained" else [r["model"], r["status"], "", "", ""]
+          r["final_fd_without_denoising"],
+          *[f"{r['final_fds'][o]:.2f} ({r['final_fds_without_denoising'][o]:.2f})" for o in others]]
+         if r["status"] == "trained" else [r["model"], r["status"], "", "", "", *["" for _ in others]]
          for r in rows])
     body = (f"Techniques 1, 2, 4 on the data: sigma_1 = {techniques['sigma_begin']}, L = {techniques['num_levels']}, "
             f"step_lr = {techniques['step_lr']} at T = {techniques['n_steps_each']}; technique 5: EMA "

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runner import Arm, Context, markdown_table, measured, sample_images, train_arms, write_csv, write_report
+from .runner import (
+    Arm,
+    Context,
+    judged,
+    judges_tag,
+    markdown_table,
+    measured,
+    other_judges,
+    sample_images,
+    train_arms,
+    write_csv,
+    write_report,
+)
 
 NAME = "recipes"
 DEFAULT_BASE, DEFAULT_STEPS = "ddpm-digits", 1200
@@ -72,13 +84,15 @@ def fd_seeds(ctx: Context, denoiser, meter, run, key: str, sampler: str, options
         denoiser.nfe = 0
         out = sample_images(denoiser, ctx.n, seed=seed, sampler=sampler, options=options, batch_size=500)
         batches = -(-ctx.n // 500)
-        return {"fd": meter(out["samples"]), "nfe": denoiser.nfe / batches, "n": ctx.n, "seed": seed}
+        return {**judged(meter, out["samples"]), "nfe": denoiser.nfe / batches, "n": ctx.n, "seed": seed}
 
     opts = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
-    rows = [measured(run, f"{NAME}_{key}_{sampler}_{opts}_n{ctx.n}_seed{s}", lambda s=s: compute(s))
+    rows = [measured(run, f"{NAME}_{key}_{sampler}_{opts}_n{ctx.n}_seed{s}{judges_tag(meter)}", lambda s=s: compute(s))
             for s in range(ctx.seed, ctx.seed + SEEDS)]
     fds = [r["fd"] for r in rows]
-    return {"fd": float(np.mean(fds)), "fd_std": float(np.std(fds, ddof=1)), "fds": fds, "nfe": rows[0]["nfe"]}
+    others = {o: [r["fds"][o] for r in rows] for o in other_judges(meter)}
+    return {"fd": float(np.mean(fds)), "fd_std": float(np.std(fds, ddof=1)), "fds": fds, "nfe": rows[0]["nfe"],
+            "others": {o: {"fd": float(np.mean(v)), "fd_std": float(np.std(v, ddof=1))} for o, v in others.items()}}
 
 
 def train_seconds(run, batch_size: int) -> float:
@@ -138,7 +152,7 @@ def run(ctx: Context, command: str) -> dict:
 def _report(ctx: Context, command: str, meter, rows: list[dict], sweep: list[dict], direct: list[dict]) -> dict:
     from ..plots import figure
 
-    write_csv(ctx.folder / f"{NAME}.csv", [{k: v for k, v in r.items() if k != "fds"} for r in rows])
+    write_csv(ctx.folder / f"{NAME}.csv", [{k: v for k, v in r.items() if k not in ("fds", "others")} for r in rows])
     with figure(ctx.folder / f"{NAME}.png", ncols=2, size=(12, 4.4)) as (ax, ax2):
         for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows)):
             pts = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["nfe"])
@@ -160,8 +174,11 @@ def _report(ctx: Context, command: str, meter, rows: list[dict], sweep: list[dic
         ax2.set(xscale="log", xlabel="sigma_rel", ylabel=meter.name, title="EMA length chosen after training (Heun 18)")
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=8)
-    table = markdown_table(["Recipe", "Sampler", "NFE", f"{meter.name} (mean ± sd)", "training s"],
+    others = other_judges(meter)
+    table = markdown_table(["Recipe", "Sampler", "NFE", f"{meter.name} (mean ± sd)",
+                            *[f"{o} (mean ± sd)" for o in others], "training s"],
                            [[r["recipe"], r["sampler"], f"{r['nfe']:.0f}", f"{r['fd']:.2f} ± {r['fd_std']:.2f}",
+                             *[f"{r['others'][o]['fd']:.2f} ± {r['others'][o]['fd_std']:.2f}" for o in others],
                              f"{r['train_s']:.0f}"] for r in rows])
     ema_table = markdown_table(["sigma_rel", "post-hoc", "tracked directly"],
                                [[f"{s:g}", _cell(sweep, s), _cell(direct, s)] for s in sorted({*SWEEP, *DIRECT})])

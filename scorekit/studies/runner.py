@@ -111,6 +111,23 @@ def train_arms(ctx: Context, arms: list[Arm]) -> dict[str, str | None]:
     return status
 
 
+def judged(meter: FrechetMeter, images: torch.Tensor) -> dict:
+    """Every judge's FD of ``images``: ``fd`` the first judge's (the meter's), ``fds`` all of them by name."""
+    fds = meter.all(images)
+    return {"fd": fds[meter.name], "fds": fds}
+
+
+def judges_tag(meter: FrechetMeter) -> str:
+    """The suffix of measurement keys made with more than one judge (so older single-judge results are not read
+    back as if they had both)."""
+    return "" if len(meter.names) == 1 else "_" + "-".join(name.split()[0].lower() for name in meter.names)
+
+
+def other_judges(meter: FrechetMeter) -> list[str]:
+    """The judges beside the meter's own, whose FD the reports show in a column of their own."""
+    return meter.names[1:]
+
+
 def measured(run: Path, key: str, compute: Callable[[], dict]) -> dict:
     """``compute()`` once per run and key: the result is kept in ``run/eval/<key>.json`` and read back."""
     path = run / "eval" / f"{key}.json"
