@@ -22,16 +22,16 @@ from scorekit.metrics.proxy import features_and_probs, proxy_metrics
 
 def test_hog_features_of_a_step_edge_are_the_hand_computed_ones():
     """A vertical step from grey 0 to 255 (0 to 16 on the digits' scale): Sobel's gx is 16 * 4 / 8 = 8 on the two
-    columns beside the step, gy is 0, so every cell holds 4 pixels of magnitude 8 at orientation 0: a mean of
-    2 in bin 0 and nothing elsewhere. The same step turned horizontal votes into bin 4 (pi / 2)."""
+    columns beside the step, gy is 0, so every cell holds 4 pixels of magnitude 8 at orientation 0: 32 in bin 0
+    and nothing elsewhere. The same step turned horizontal votes into bin 4 (pi / 2)."""
     img = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
     img[..., 4:] = 255
     f = hog_features(img)[0]
     assert np.array_equal(f[:64], img.double().flatten().numpy() / (255 / 16))
     cells = f[64:].reshape(8, 2, 2)  # (orientation, cell row, cell column)
-    assert np.allclose(cells[0], 2.0) and np.allclose(cells[1:], 0.0)
+    assert np.allclose(cells[0], 32.0) and np.allclose(cells[1:], 0.0)
     g = hog_features(img.transpose(-1, -2).contiguous())[0][64:].reshape(8, 2, 2)
-    assert np.allclose(g[4], 2.0) and np.allclose(np.delete(g, 4, axis=0), 0.0)
+    assert np.allclose(g[4], 32.0) and np.allclose(np.delete(g, 4, axis=0), 0.0)
     assert np.allclose(hog_features(torch.full((1, 1, 8, 8), 77, dtype=torch.uint8))[0][64:], 0.0)
 
 

@@ -7,11 +7,13 @@ pooling of position below a 4x4 cell. Its 96 features per 8x8 grey image are
 
 * the 64 pixels on the digits' own scale, grey level / 16 (0..16 for the scikit-learn digits' 17 levels), and
 * 8-bin histograms of the gradient's unsigned orientation in each of the 2x2 cells of 4x4 pixels, every pixel
-  voting its gradient magnitude (Sobel, on the same scale, edges replicated) into its two nearest bins linearly,
-  divided by the cell's 16 pixels (so both parts are on one scale and neither is normalised away),
+  voting its gradient magnitude (Sobel, on the same scale, edges replicated) into its two nearest bins linearly
+  (no block normalisation, which would hide contrast),
 
 so the Frechet distance of these features compares pixel-level detail (intensities, their correlations) and
-stroke shape (where the edges run, which way, how sharp). It is exactly deterministic (float64 arithmetic on the
+stroke shape (where the edges run, which way, how sharp), the two parts with about equal weight: over the digits'
+training split the pixels' covariance has trace 1,198 and the histograms' 1,390 (with the histograms as means
+per pixel instead of sums, 5.4: the FD would be pixel-space FD alone). It is exactly deterministic (float64 arithmetic on the
 uint8 values: the same features in every process, at every batch size, on every machine) and costs nothing to
 set up. What it misses is measured by the corruption ladder in the tests and the README.
 """
@@ -48,5 +50,5 @@ def hog_features(u8: torch.Tensor) -> np.ndarray:
     votes = torch.zeros(x.shape[0], ORIENTATIONS, 8, 8, dtype=torch.float64)
     votes.scatter_add_(1, lower, magnitude * (1 - upper_weight))
     votes.scatter_add_(1, (lower + 1) % ORIENTATIONS, magnitude * upper_weight)
-    cells = F.avg_pool2d(votes, CELL)  # the mean vote per pixel of each cell: on the pixels' scale
+    cells = F.avg_pool2d(votes, CELL) * CELL * CELL  # the histogram of each cell: the sum of its 16 votes
     return torch.cat([x.flatten(1), cells.flatten(1)], 1).numpy()
