@@ -20,7 +20,10 @@ The papers' experiments rerun with `scorekit study` on the digits (scikit-learn'
 the CPU. Each section below is the study's own `report.md` (date, machine and command in its first line),
 with its figures; the runs, CSVs and JSON protocols stay in the study folders. FD is the digits proxy
 (Frechet distance in the feature space of a small digits classifier) against the 300 test digits; it is
-biased at small N, so compare only numbers at the same N.
+biased at small N, so compare only numbers at the same N. Since 2026-12-02 every study also reports the second
+judge, the HOG FD (pixels and gradient orientations; README "Two judges for the digits"), and the few-step study
+gives 95% intervals over 5 seeds; the sections below that were run before (proxy only, 1-3 seeds) say so by their
+date, and a verdict in them ("better", "best") is the proxy's alone.
 
 """
 
