@@ -65,7 +65,7 @@ def fd(d, sampler: str, options: dict, n: int, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     x = torch.cat([sample(d, sampler, (len(ix), *d.image_shape), ImageRNG(seed, ix), **opts)
                    for ix in (range(s, min(n, s + 500)) for s in range(0, n, 500))])
-    m = proxy_metrics(to_uint8(x, d.data_range))
+    m = proxy_metrics(to_uint8(x, d.data_range))  # both judges: proxy_fd and hog_fd
     return {"sampler": sampler, "options": {k: v for k, v in options.items()}, "n": n, "proxy_fd": m["proxy_fd"],
             "floor": m["proxy_fd_floor"], "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import environment, write_json  # noqa: E402
 
-from scorekit.images import to_uint8  # noqa: E402
+from scorekit.evaluate import samples_u8  # noqa: E402
 from scorekit.metrics.proxy import proxy_metrics  # noqa: E402
 from scorekit.rng import ImageRNG  # noqa: E402
 from scorekit.run import load  # noqa: E402
@@ -74,29 +74,31 @@ def evaluate(denoiser, name: str, opts: dict, n: int, seed: int, schedule: str |
     batches = [range(s, min(n, s + 500)) for s in range(0, n, 500)]
     x = torch.cat([sample(denoiser, name, (len(ix), *denoiser.image_shape), ImageRNG(seed, ix), **options)
                    for ix in batches])
-    m = proxy_metrics(to_uint8(x, denoiser.data_range))
+    m = proxy_metrics(samples_u8(x, denoiser))
     shown = {k: (v if not isinstance(v, list) else "searched") for k, v in accepted_options(name, options).items()
              if v is not None and k not in ("clip_denoised", "denoise")}
     return {"sampler": name, "options": shown, "schedule": shown.get("schedule", "searched" if
             ("sigmas" in options or "timesteps" in options) else "default"), "nfe": denoiser.nfe // len(batches),
-            "seed": seed, "proxy_fd": m["proxy_fd"], "floor": m["proxy_fd_floor"],
+            "seed": seed, "proxy_fd": m["proxy_fd"], "floor": m["proxy_fd_floor"], "hog_fd": m["hog_fd"],
+            "hog_floor": m["hog_fd_floor"],
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def over_seeds(denoiser, name, opts, n, seeds, schedule=None, first: dict | None = None) -> dict:
     rows = ([first] if first else []) + [evaluate(denoiser, name, opts, n, s, schedule) for s in seeds
                                          if not first or s != first["seed"]]
-    fds = [r["proxy_fd"] for r in rows]
+    fds, hogs = [r["proxy_fd"] for r in rows], [r["hog_fd"] for r in rows]
     return {**rows[0], "proxy_fd": statistics.mean(fds), "proxy_fd_std": statistics.stdev(fds) if len(fds) > 1 else 0.0,
-            "per_seed": fds, "seeds": [r["seed"] for r in rows]}
+            "per_seed": fds, "seeds": [r["seed"] for r in rows], "hog_fd": statistics.mean(hogs),
+            "hog_fd_std": statistics.stdev(hogs) if len(hogs) > 1 else 0.0, "hog_per_seed": hogs}
 
 
 def family_run(d, family: str, args) -> dict:
     levels = d.process.num_levels
     seeds = args.seeds
     log = lambda r: print(f"{family} {r['sampler']} {r['options']} NFE {r['nfe']}: FD {r['proxy_fd']:.2f}"  # noqa: E731
-                          + (f" +- {r['proxy_fd_std']:.2f} ({len(r['per_seed'])} seeds)" if "per_seed" in r else ""),
-                          flush=True)
+                          + (f" +- {r['proxy_fd_std']:.2f} ({len(r['per_seed'])} seeds)" if "per_seed" in r else "")
+                          + f", HOG FD {r['hog_fd']:.2f}", flush=True)
     if family == "ddpm":
         references = [over_seeds(d, "ancestral", {"steps": levels}, args.n, seeds)]
     else:  # annealed Langevin with T steps per level, each with technique 4's step size for that T
