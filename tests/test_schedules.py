@@ -119,9 +119,9 @@ def test_tune_schedule_command_saves_the_schedule_that_sample_then_uses(tmp_path
 
     d = load(run)
     explicit = sample(d, "heun", (4, 1, 8, 8), ImageRNG(0, range(4)), sigmas=saved["schedule"])
-    from scorekit.images import to_uint8
+    from scorekit.evaluate import samples_u8
 
     got = np.load(tmp_path / "a" / "samples.npz")["samples"]
-    assert np.array_equal(got, to_uint8(explicit, d.data_range).permute(0, 2, 3, 1).numpy())
+    assert np.array_equal(got, samples_u8(explicit, d).permute(0, 2, 3, 1).numpy())  # on the run's 17 values
     assert main(["tune-schedule", str(run), "--sampler", "langevin", "--steps", "3"]) == 2
     assert math.isfinite(saved["value"])
