@@ -14,7 +14,18 @@ import json
 import numpy as np
 
 from ..metrics.intervals import fmt_interval, mean_interval, ratio_interval, verdict
-from .runner import Arm, Context, markdown_table, measured, sample_images, train_arms, write_csv, write_report
+from .runner import (
+    Arm,
+    Context,
+    judged,
+    judges_tag,
+    markdown_table,
+    measured,
+    sample_images,
+    train_arms,
+    write_csv,
+    write_report,
+)
 
 NAME = "few-step"
 DEFAULT_BASE, DEFAULT_STEPS, DEFAULT_N = "ddpm-digits", 1200, 2000
@@ -90,12 +101,10 @@ def _fd(ctx: Context, denoiser, meter, run, sampler: str, options: dict, seeds: 
         out = sample_images(denoiser, ctx.n, seed=seed, sampler=sampler, options=options, batch_size=500)
         if grid is not None and seed == ctx.seed:
             save_grid(grid, out["samples"][:100])
-        fds = meter.all(out["samples"])
-        return {"fd": fds[meter.name], "fds": fds, "nfe": denoiser.nfe / -(-ctx.n // 500), "n": ctx.n, "seed": seed}
+        return {**judged(meter, out["samples"]), "nfe": denoiser.nfe / -(-ctx.n // 500), "n": ctx.n, "seed": seed}
 
     opts = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
-    judges = "-".join(name.split()[0].lower() for name in meter.names)
-    rows = [measured(run, f"{NAME}_{sampler}_{opts}_n{ctx.n}_seed{s}_{judges}", lambda s=s: compute(s))
+    rows = [measured(run, f"{NAME}_{sampler}_{opts}_n{ctx.n}_seed{s}{judges_tag(meter)}", lambda s=s: compute(s))
             for s in range(ctx.seed, ctx.seed + seeds)]
     out = {"seeds": len(rows), "nfe": rows[0]["nfe"], "judges": {}}
     for name in meter.names:
