@@ -238,8 +238,10 @@ def test_the_consistency_sampler_honours_or_refuses_every_option():
     assert torch.allclose(consistency_sigmas(d, 2, schedule="logsnr"), want)
     assert unhonoured(d, "consistency", schedule="uniform") and unhonoured(d, "consistency", schedule="quad")
     assert unhonoured(d, "consistency", schedule="logsnr") is None and unhonoured(d, "consistency", steps=3) is None
-    assert "rk45" in unhonoured(d, "rk45", steps=5) and unhonoured(d, "rk45") is None
-    assert "no time-step schedule" in unhonoured(d, "langevin", schedule="karras")
+    assert unhonoured(d, "rk45", steps=5)[0] == "steps" and "rk45" in unhonoured(d, "rk45", steps=5)[1]
+    assert unhonoured(d, "rk45") is None
+    assert unhonoured(d, "langevin", schedule="karras") == ("schedule", "the langevin sampler takes no time-step "
+                                                                        "schedule")
 
 
 # ----- consistency distillation of the exact mixture teacher --------------------------------------------------------

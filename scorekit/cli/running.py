@@ -93,10 +93,10 @@ def check_sampler(denoiser, sampler: str, steps: int = 0, schedule: str | None =
     for the model's levels, steps for rk45, a schedule it does not take, a start above the model's trained top."""
     from ..samplers import unhonoured
 
-    why = unhonoured(denoiser, sampler, steps=steps or None, schedule=schedule)
-    if why:
-        raise ScorekitError(f"--sampler {sampler}: {why}".replace(": steps", ": --steps").replace(
-            ": schedule", ": --schedule"))
+    found = unhonoured(denoiser, sampler, steps=steps or None, schedule=schedule)
+    if found:
+        option, why = found
+        raise ScorekitError(f"--{option} {dict(steps=steps, schedule=schedule, sampler=sampler)[option]}: {why}")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -106,8 +106,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     --out DIR writes into DIR; --out FILE.png writes the grid there and the rest beside it (FILE_images/,
     FILE_samples.npz, FILE_summary.json)."""
-    from ..evaluate import describe, generate, write_samples
-    from ..likelihood import data_values
+    from ..evaluate import describe, generate, sample_values, write_samples
     from ..metrics.proxy import proxy_metrics
 
     denoiser = _load(args)
@@ -129,7 +128,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     summary = {"n": args.n, "seed": args.seed, "sampler": sampler,
                "steps": args.steps or cfg.sampling.steps or "the sampler's default",
                "schedule": args.schedule or cfg.sampling.schedule, "nfe_per_image": round(denoiser.nfe / batches, 2),
-               "on_values": not args.raw and data_values(denoiser) is not None,
+               "on_values": sample_values(denoiser, raw=args.raw) is not None,
                "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
                "seconds": round(time.perf_counter() - t0, 1), **write_samples(paths, images)}
     if guided:

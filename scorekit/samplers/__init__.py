@@ -14,6 +14,7 @@ import torch
 from ..denoiser import Denoiser
 from ..rng import ImageRNG
 from .ancestral import sample_ancestral
+from .consistency import SCHEDULES as CONSISTENCY_SCHEDULES
 from .consistency import sample_consistency
 from .langevin import sample_langevin, sample_pc
 from .ode import sample_ddim, sample_dpm2m, sample_euler, sample_euler_ancestral, sample_heun, sample_rk45
@@ -65,35 +66,32 @@ def resolve_schedule(denoiser: Denoiser, name: str, options: dict) -> dict:
     return options
 
 
-LEVEL_SCHEDULES = ("uniform", "quad")  # schedules of the model's discrete levels
-
-
 def unhonoured(denoiser: Denoiser, name: str, *, steps: int | None = None, schedule: str | None = None
-               ) -> str | None:
-    """Why sampler ``name`` cannot do what was asked of it (``steps`` and ``schedule`` as a user gave them; None:
-    not given), or None. A caller that gets a reason refuses rather than let the sampler drop or change it."""
+               ) -> tuple[str, str] | None:
+    """What sampler ``name`` cannot do of what was asked (``steps`` and ``schedule`` as a user gave them; None: not
+    given): (the option at fault, ``steps`` / ``schedule`` / ``sampler``, and why), or None. A caller that gets a
+    reason refuses, naming the option and its value, rather than let the sampler drop or change it."""
     if name not in SAMPLERS:
-        return f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}"
-    params = inspect.signature(SAMPLERS[name]).parameters
+        return "sampler", f"unknown; choose one of {', '.join(SAMPLERS)}"
     levels = denoiser.process.num_levels
     if steps is not None and steps < 1:
-        return f"steps {steps}: must be at least 1 (leave it out for the sampler's default)"
+        return "steps", "must be at least 1 (leave it out for the sampler's default)"
     if steps is not None and name == "rk45":
-        return "steps: rk45 chooses its own steps from its tolerances (rtol, atol); leave --steps out"
+        return "steps", "rk45 chooses its own steps from its tolerances (rtol, atol); leave --steps out"
     if steps and name in DISCRETE and steps > levels:
-        return f"steps {steps}: the {name} sampler runs on the model's {levels} noise levels, so at most {levels}"
+        return "steps", f"the {name} sampler runs on the model's {levels} noise levels, so at most {levels}"
     if schedule not in (None, "auto"):
-        if "schedule" not in params:
-            return f"schedule {schedule}: the {name} sampler takes no time-step schedule"
-        if name == "consistency" and schedule in LEVEL_SCHEDULES:
-            return (f"schedule {schedule}: consistency sampling spaces its levels by karras or logsnr (the model's "
-                    "discrete levels do not apply)")
+        if "schedule" not in inspect.signature(SAMPLERS[name]).parameters:
+            return "schedule", f"the {name} sampler takes no time-step schedule"
+        if name == "consistency" and schedule not in CONSISTENCY_SCHEDULES:
+            return "schedule", (f"consistency sampling spaces its levels by {' or '.join(CONSISTENCY_SCHEDULES)} "
+                                "(the model's discrete levels do not apply)")
     top = denoiser.trained_top
-    if top and name in (*DISCRETE, "langevin") and float(denoiser.process.sigma_max) > top * (1 + 1e-6):
-        start = float(denoiser.process.sigma_max)
-        return (f"the {name} sampler starts at the process's top level (sigma {start:.3g}), "
-                f"above the {top:.3g} this model was trained up to; use a sigma-space sampler (euler, heun, dpm2m, "
-                f"{'consistency, ' if denoiser.consistency else ''}...)")
+    start = float(denoiser.process.sigma_max)
+    if top and name in (*DISCRETE, "langevin") and start > top * (1 + 1e-6):
+        return "sampler", (f"the {name} sampler starts at the process's top level (sigma {start:.3g}), above the "
+                           f"{top:.3g} this model was trained up to; use a sigma-space sampler (euler, heun, dpm2m, "
+                           f"{'consistency, ' if denoiser.consistency else ''}...)")
     return None
 
 
