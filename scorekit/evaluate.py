@@ -78,11 +78,16 @@ def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256
     return torch.cat([b[:min(batch_size, n - s)] for b, s in zip(batches, starts)])
 
 
+def sample_values(denoiser: Denoiser, *, raw: bool = False) -> torch.Tensor | None:
+    """The values a run's samples are written on: the data's value set when the run learnt one, else (and with
+    ``raw``) None, every 8-bit value."""
+    return None if raw else data_values(denoiser)
+
+
 def samples_u8(x: torch.Tensor, denoiser: Denoiser, *, raw: bool = False) -> torch.Tensor:
-    """A sampler's output as the uint8 images a run writes: on the data's value set when the run learnt one (the
-    decoder's most likely value, as the bound and the codec assume: the digits' 17 grey levels), else rounded to
-    8 bits; ``raw``: always the rounded continuous output."""
-    values = None if raw else data_values(denoiser)
+    """A sampler's output as the uint8 images a run writes: on :func:`sample_values` (the decoder's most likely
+    value, as the bound and the codec assume: the digits' 17 grey levels), else rounded to 8 bits."""
+    values = sample_values(denoiser, raw=raw)
     return to_uint8(x, denoiser.data_range) if values is None else on_values(x, values, denoiser.data_range)
 
 

@@ -126,6 +126,28 @@ def describe_metrics(values: dict) -> str:
     return ", ".join(parts)
 
 
+def extra_judges(extractor: Extractor | None, ref_spec: str, reference, *, hog: bool, dinov2: bool,
+                 dinov2_weights: str | None = None, dinov2_ref: str | None = None, device="cpu"
+                 ) -> list[tuple[Extractor, Reference]]:
+    """The judges whose FD ``eval`` reports beside its metrics, each with its reference (``reference(spec,
+    extractor)``): the digits' HOG FD beside the proxy when ``hog`` (with images to compare against), FD_DINOv2
+    when asked (against ``dinov2_ref`` statistics, else the reference data)."""
+    from .metrics.extractors import get_extractor
+
+    judges = []
+    if hog and extractor is not None and extractor.name == "digits-proxy" and not ref_spec.endswith(".npz"):
+        judge = get_extractor("digits-hog")
+        judges.append((judge, reference(ref_spec, judge)))
+    if dinov2:
+        if ref_spec.endswith(".npz") and not dinov2_ref:
+            raise ScorekitError(f"--metrics fd_dinov2: --ref {ref_spec} is a statistics file of another extractor; "
+                                "give --ref DATA, or --dinov2-ref stats.npz made by `scorekit fid-ref DATA --extractor "
+                                "dinov2`")
+        judge = get_extractor("dinov2", weights=dinov2_weights, device=device)
+        judges.append((judge, reference(dinov2_ref or ref_spec, judge)))
+    return judges
+
+
 def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor, metrics: list[str], seed: int = 0,
                       batch_size: int = 256, sampler: str | None = None, steps: int | None = None,
                       schedule: str | None = None,
@@ -137,8 +159,7 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
     metrics with the full protocol. Every process returns the same dictionary. ``judges``: more extractors, each
     with its reference, whose FD of the same images is reported beside (the digits' HOG FD as ``hog_fd``)."""
     from . import __version__
-    from .evaluate import generate
-    from .likelihood import data_values
+    from .evaluate import generate, sample_values
 
     cfg = denoiser.config
     options = {**({"steps": steps} if steps else {}), **({"schedule": schedule} if schedule else {})}
@@ -178,7 +199,7 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
                     "kernel": "(x.y/d + 1)^3"} if "kid" in metrics else None,
             "pr": {"k": PR_K} if "pr" in metrics else None,
             "sampler": name, "steps": steps or cfg.sampling.steps or "sampler default",
-            "sampler_options": sampling, "on_values": not raw and data_values(denoiser) is not None,
+            "sampler_options": sampling, "on_values": sample_values(denoiser, raw=raw) is not None,
             "checkpoint": checkpoint, "checkpoint_step": getattr(denoiser,
                                                                                             "checkpoint_step", None),
             "ema": getattr(denoiser, "uses_ema", None), "processes": dist.world if dist is not None else 1,

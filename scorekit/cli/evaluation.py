@@ -88,7 +88,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     --out DIR receives eval_<N>.json (and checkpoints.csv / .png); --out FILE.json is the JSON itself."""
     from ..data.resolve import data_config
     from ..dist import setup
-    from ..quality import check_request, describe_metrics, evaluate_denoiser, metric_value, reference_from, write_sweep
+    from ..quality import (
+        check_request,
+        describe_metrics,
+        evaluate_denoiser,
+        extra_judges,
+        metric_value,
+        reference_from,
+        write_sweep,
+    )
     from ..run import RunDir, load
 
     dist = setup(args.device)
@@ -111,32 +119,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not ref_spec.endswith(".npz"):
         data_config(ref_spec, resolution=args.resolution or first.config.data.resolution,
                     channels=args.channels or first.config.data.channels)
-    from ..metrics.extractors import get_extractor
+    def reference(spec, extractor):
+        return reference_from(spec, extractor, split=args.ref_split, resolution=args.resolution or
+                              first.image_shape[-1], channels=args.channels or first.image_shape[0])
 
     dinov2 = "fd_dinov2" in metrics
     metrics = [m for m in metrics if m != "fd_dinov2"]  # the others are measured with --extractor's features
     ext = ref = None
     if metrics:
         ext = _extractor(args, first.image_shape, dist.device)
-        ref = reference_from(ref_spec, ext, split=args.ref_split, resolution=args.resolution or first.image_shape[-1],
-                             channels=args.channels or first.image_shape[0])
+        ref = reference(ref_spec, ext)
         check_request(metrics, ref)
-    judges = []
-    if ext is not None and ext.name == "digits-proxy" and args.extractor == "auto" and not ref_spec.endswith(".npz") \
-            and "fid" in metrics:  # the digits' second judge beside the proxy
-        hog = get_extractor("digits-hog")
-        judges.append((hog, reference_from(ref_spec, hog, split=args.ref_split, resolution=first.image_shape[-1],
-                                           channels=first.image_shape[0])))
-    if dinov2:
-        dino_ref = args.dinov2_ref or ref_spec
-        if dino_ref.endswith(".npz") and not args.dinov2_ref:
-            raise ScorekitError(f"--metrics fd_dinov2: --ref {ref_spec} is a statistics file of another extractor; "
-                                "give --ref DATA, or --dinov2-ref stats.npz made by `scorekit fid-ref DATA --extractor "
-                                "dinov2`")
-        dino = get_extractor("dinov2", weights=args.dinov2_weights, device=dist.device)
-        judges.append((dino, reference_from(dino_ref, dino, split=args.ref_split,
-                                            resolution=args.resolution or first.image_shape[-1],
-                                            channels=args.channels or first.image_shape[0])))
+    judges = extra_judges(ext, ref_spec, reference, hog=args.extractor == "auto" and "fid" in metrics,
+                          dinov2=dinov2, dinov2_weights=args.dinov2_weights, dinov2_ref=args.dinov2_ref,
+                          device=dist.device)
     guided = guidance_kwargs(args, first, args.n)
     if args.per_class and not guided:
         raise ScorekitError("--per-class: needs --class (e.g. --class all: an equal share of every class)")

@@ -13,9 +13,9 @@ pooling of position below a 4x4 cell. Its 96 features per 8x8 grey image are
 so the Frechet distance of these features compares pixel-level detail (intensities, their correlations) and
 stroke shape (where the edges run, which way, how sharp), the two parts with about equal weight: over the digits'
 training split the pixels' covariance has trace 1,198 and the histograms' 1,390 (with the histograms as means
-per pixel instead of sums, 5.4: the FD would be pixel-space FD alone). It is exactly deterministic (float64 arithmetic on the
-uint8 values: the same features in every process, at every batch size, on every machine) and costs nothing to
-set up. What it misses is measured by the corruption ladder in the tests and the README.
+per pixel instead of sums, 5.4: the FD would be pixel-space FD alone). It is exactly deterministic (float64
+arithmetic on the uint8 values: the same features in every process, at every batch size, on every machine) and
+costs nothing to set up. What it misses is measured by the corruption ladder in the tests and the README.
 """
 
 from __future__ import annotations
