@@ -7,8 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from scorekit.config import load_config
-from scorekit.factory import build_net
 from scorekit.interop.diffusers_config import unet2d_kwargs, uniform_norm_groups
+from scorekit.model.factory import build_net
 
 CONFIGS = {"ddpm-cifar10": "DDPM CIFAR-10 U-Net (35.7M)", "ncsnv2-cifar10": "NCSNv2 CIFAR-10 (29.7M)",
            "ddpm-lsun-church": "DDPM 256x256 U-Net (114M)"}

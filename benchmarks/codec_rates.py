@@ -82,7 +82,7 @@ def main() -> None:
     payload: dict = {"benchmark": "codec_rates", "n": len(images), "rates_bits_per_dim": rows, "codec": []}
     for run in args.run:
         from scorekit.codec import chosen_chain, coding_chain, compress, decompress
-        from scorekit.evaluate import bits_per_dim
+        from scorekit.evaluation.bpd import bits_per_dim
         from scorekit.run import load
 
         d, name = load(run, device="cpu"), Path(run).name

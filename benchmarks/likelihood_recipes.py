@@ -22,7 +22,7 @@ PRESETS = ["ddpm-digits", "ddpm-digits-hybrid", "ddpm-digits-vlb", "vp-digits-li
 
 
 def measure(run: Path, n: int) -> dict:
-    from scorekit.evaluate import bits_per_dim
+    from scorekit.evaluation.bpd import bits_per_dim
     from scorekit.run import RunDir, load
     from scorekit.studies.recipes import train_seconds
 

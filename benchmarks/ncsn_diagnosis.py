@@ -137,7 +137,7 @@ def main() -> None:
         write_json(path, {"benchmark": "ncsn_diagnosis", "environment": environment(torch.device("cpu")),
                           "variants": results})
     if args.langevin:
-        from scorekit.techniques import step_size_for
+        from scorekit.processes.techniques import step_size_for
 
         d = load(root / "ncsnv2_default")
         p = d.process

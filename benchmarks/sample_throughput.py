@@ -19,8 +19,8 @@ import _models as bm  # noqa: E402
 import torch  # noqa: E402
 from _common import environment, write_json  # noqa: E402
 
-from scorekit.denoiser import Denoiser  # noqa: E402
-from scorekit.factory import build_process  # noqa: E402
+from scorekit.model.denoiser import Denoiser  # noqa: E402
+from scorekit.model.factory import build_process  # noqa: E402
 from scorekit.rng import ImageRNG  # noqa: E402
 from scorekit.samplers import sample_ancestral  # noqa: E402
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import environment, write_json  # noqa: E402
 
-from scorekit.evaluate import samples_u8  # noqa: E402
+from scorekit.evaluation.generate import samples_u8  # noqa: E402
 from scorekit.metrics.proxy import proxy_metrics  # noqa: E402
 from scorekit.rng import ImageRNG  # noqa: E402
 from scorekit.run import load  # noqa: E402
@@ -102,7 +102,7 @@ def family_run(d, family: str, args) -> dict:
     if family == "ddpm":
         references = [over_seeds(d, "ancestral", {"steps": levels}, args.n, seeds)]
     else:  # annealed Langevin with T steps per level, each with technique 4's step size for that T
-        from scorekit.techniques import step_size_for
+        from scorekit.processes.techniques import step_size_for
 
         p = d.process
         gamma = (p.sigma_max / p.sigma_min) ** (1 / (levels - 1))
@@ -134,8 +134,9 @@ def family_run(d, family: str, args) -> dict:
         for r in best[budget]:
             log(r)
         if args.tune:
-            from scorekit.quality import FrechetMeter
-            from scorekit.schedule_search import save_schedule, search_schedule
+            from scorekit.evaluation.quality import FrechetMeter
+            from scorekit.evaluation.schedule_search import search_schedule
+            from scorekit.run import save_schedule
 
             top = best[budget][0]
             steps = top["options"].get("steps")
@@ -180,7 +181,7 @@ def main() -> None:
 
 
 def plot(path: Path, results: dict) -> None:
-    from scorekit.plots import figure
+    from scorekit.evaluation.plots import figure
 
     with figure(path, ncols=len(results), size=(7.5 * len(results), 5.2)) as axes:
         for ax, (family, res) in zip(axes if len(results) > 1 else [axes], results.items()):

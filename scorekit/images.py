@@ -72,10 +72,32 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def to_uint8(x: torch.Tensor, data_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
-    """Quantise as a PNG would: round((x - lo) / (hi - lo) * 255), clipped to [0, 255]."""
+def to_uint8(x: torch.Tensor, data_range: tuple[float, float] = (-1.0, 1.0), values: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """Quantise as a PNG would: round((x - lo) / (hi - lo) * 255), clipped to [0, 255]; with ``values`` (uint8: the
+    data's value set) on those values instead (:func:`on_values`)."""
+    if values is not None:
+        return on_values(x, values, data_range)
     lo, hi = data_range
     return ((x.detach().float() - lo) / (hi - lo) * 255).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def value_edges(values: torch.Tensor, data_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's bins for data on ``values`` (uint8): the values' centres in ``data_range`` and the K + 1 bin
+    edges, half-way between neighbouring values, the outermost at -inf / +inf (float64). With all 256 values these
+    are DDPM's bins of width (hi - lo) / 255."""
+    lo, hi = data_range
+    centres = values.double() / 255.0 * (hi - lo) + lo
+    inf = torch.tensor([math.inf], dtype=torch.float64)
+    return centres, torch.cat([-inf, (centres[1:] + centres[:-1]) / 2, inf])
+
+
+def on_values(x: torch.Tensor, values: torch.Tensor, data_range: tuple[float, float]) -> torch.Tensor:
+    """uint8 images on the data's values: each pixel of ``x`` (in ``data_range``) becomes the value whose decoder
+    bin holds it, the decoder's most likely value (its bins reach half-way to the neighbouring values)."""
+    centres, edges = value_edges(values, data_range)
+    index = torch.bucketize(x.detach().double().cpu(), edges[1:-1])
+    return values.to(torch.uint8)[index]
 
 
 def from_uint8(x: torch.Tensor, data_range: tuple[float, float] = (-1.0, 1.0), max_value: int = 255) -> torch.Tensor:

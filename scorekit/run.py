@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from pathlib import Path
@@ -10,12 +11,13 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config, ConfigError, from_dict, load_config
-from .denoiser import Denoiser
 from .errors import CheckpointError
-from .factory import build_denoiser
 from .images import atomic_write_bytes
+from .model.denoiser import Denoiser
+from .model.factory import build_denoiser
 from .processes.vdm import refresh_schedule
 
+SCHEDULES_FILE = "schedules.json"  # the schedules scorekit tune-schedule searched for this run
 _CKPT = re.compile(r"^step_(\d+)\.safetensors$")
 
 
@@ -143,8 +145,6 @@ def load(run_or_checkpoint: str | Path, *, ema: bool = True, device: str | torch
     denoiser.uses_ema = bool(ema and ck.ema)
     run_dir = path.parent.parent  # RUN/checkpoints/step_*.safetensors
     if (run_dir / "config.yaml").is_file():
-        from .schedule_search import load_schedules
-
         denoiser.schedules = load_schedules(run_dir)  # searched time-step schedules (schedule="auto")
     return denoiser.to(device).eval()
 
@@ -172,3 +172,23 @@ def resolve_run(source: str | Path, out: str | Path | None, overrides: list[str]
     if run.path.exists() and not run.path.is_dir():
         raise ConfigError(f"--out {run.path}: exists and is not a folder")
     return run, cfg
+
+
+def save_schedule(run: str | Path, sampler: str, steps: int, result: dict, criterion: str) -> Path:
+    """Add (or replace) this sampler and budget's schedule in RUN/schedules.json (atomically)."""
+    path = Path(run) / SCHEDULES_FILE
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table[f"{sampler}:{steps}"] = {**result, "criterion": criterion, "date": datetime.date.today().isoformat()}
+    atomic_write_bytes(path, (json.dumps(table, indent=2) + "\n").encode())
+    return path
+
+
+def load_schedules(run_dir: str | Path) -> dict:
+    """RUN/schedules.json as a dict (empty when the run has none)."""
+    path = Path(run_dir) / SCHEDULES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: not valid JSON (delete it to sample with the default schedules)") from None

@@ -2,7 +2,7 @@
 
 A :class:`GaussianMixture` with diagonal covariances stays a mixture under x_t = a x0 + s eps
 (means a mu_k, variances a^2 var_k + s^2), so its log-density, score and E[x0 | x_t] are closed form
-under any process. :func:`exact_denoiser` wraps that as a :class:`~scorekit.denoiser.Denoiser`, usable
+under any process. :func:`exact_denoiser` wraps that as a :class:`~scorekit.model.denoiser.Denoiser`, usable
 anywhere a trained model is: samplers, likelihoods and metrics can be tested against the truth.
 """
 
@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .denoiser import Denoiser
+from .model.denoiser import Denoiser
 from .processes.base import DiscreteProcess
 
 

@@ -59,7 +59,7 @@ def test_a_model_trained_with_augmentation_does_not_produce_the_transforms(tmp_p
     from scorekit.config import load_config
     from scorekit.data.sources import InMemory, build_source
     from scorekit.dist import Dist
-    from scorekit.evaluate import generate
+    from scorekit.evaluation.generate import generate
     from scorekit.training import Trainer
 
     src = build_source(load_config("ddpm-digits").data, "train")

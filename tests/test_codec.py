@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("constriction")
 
 from scorekit.codec import CodecError, compress, decompress  # noqa: E402
-from scorekit.likelihood import vlb_bpd  # noqa: E402
+from scorekit.evaluation.likelihood import vlb_bpd  # noqa: E402
 from scorekit.processes import VPProcess  # noqa: E402
 from scorekit.rng import ImageRNG  # noqa: E402
 from scorekit.toy import GaussianMixture, exact_denoiser  # noqa: E402
@@ -50,8 +50,8 @@ def digits_run(tmp_path_factory):
     """Two small digits DDPMs over 10 levels with random weights (the codec is exact for any model; a random one
     only codes at a high rate)."""
     from scorekit.config import load_config
-    from scorekit.factory import build_denoiser
     from scorekit.interop.common import write_run
+    from scorekit.model.factory import build_denoiser
 
     root = tmp_path_factory.mktemp("codec")
     cfg = load_config("ddpm-digits", ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[]",

@@ -91,7 +91,7 @@ def test_per_class_metrics_agree_with_a_hand_count_and_the_closed_form_fd():
     """Agreement is the share of argmax hits per class and overall; FD per class is computed against that class's
     reference images only: a copy of class 0's reference shifted by delta has FD ||delta||^2 (same covariance),
     an exact copy of class 1's has FD 0, whatever the other class does."""
-    from scorekit.quality import Reference, per_class_metrics
+    from scorekit.evaluation.quality import Reference, per_class_metrics
 
     rng = np.random.default_rng(0)
     ref0, ref1 = rng.normal(size=(400, 6)), rng.normal(size=(400, 6)) + 30.0

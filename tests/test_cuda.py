@@ -17,8 +17,8 @@ import torch
 
 from scorekit.checkpoint import load_checkpoint, save_checkpoint
 from scorekit.config import CHOICES, load_config
-from scorekit.evaluate import generate
-from scorekit.factory import build_denoiser
+from scorekit.evaluation.generate import generate
+from scorekit.model.factory import build_denoiser
 from scorekit.rng import ImageRNG
 from scorekit.run import RunDir
 from scorekit.samplers import sample

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from scorekit.denoiser import Denoiser, Output
+from scorekit.model.denoiser import Denoiser, Output
 from scorekit.processes import VEProcess, VPProcess
 from scorekit.toy import GaussianMixture, exact_denoiser
 
@@ -81,7 +81,7 @@ def test_clip_keeps_x0_in_the_data_range():
 def test_mean_prediction_keeps_its_mean_when_x0_is_clipped():
     """The authors' 'xprev' parameterization (diffusion_utils_2.p_mean_variance): the reverse mean is the network
     output itself; clipping changes only the reported x0 (recomputing the mean from a clipped x0 was a bug)."""
-    from scorekit.denoiser import Denoiser
+    from scorekit.model.denoiser import Denoiser
     from scorekit.processes import VPProcess
 
     class Net(torch.nn.Module):

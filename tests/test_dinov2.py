@@ -143,8 +143,8 @@ def test_eval_reports_fd_dinov2_from_a_local_file(tmp_path, capsys):
     more judge. A statistics file of another extractor as the only reference is refused in one line."""
     from scorekit.cli import main
     from scorekit.config import load_config
-    from scorekit.factory import build_denoiser
     from scorekit.interop.common import write_run
+    from scorekit.model.factory import build_denoiser
 
     weights = tmp_path / "dinov2_small.pth"
     torch.save(_random_backbone().state_dict(), weights)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from scorekit.denoiser import Denoiser
-from scorekit.precond import EDM_SIGMA_MAX, EDM_SIGMA_MIN, edm_coefficients, edm_weight
+from scorekit.model.denoiser import Denoiser
+from scorekit.model.precond import EDM_SIGMA_MAX, EDM_SIGMA_MIN, edm_coefficients, edm_weight
 from scorekit.processes import VPProcess
 from scorekit.training.losses import edm_loss
 

@@ -69,7 +69,7 @@ def test_fid_ref_then_eval_on_a_folder_of_pngs(run, png_folder, tmp_path, capsys
     assert {"fid", "kid", "kid_std", "precision", "recall", "hog_fd"} <= set(m)
     assert m["values_below_min_n"]["fid"] == pytest.approx(res["metrics"]["values_below_min_n"]["fid"], rel=1e-9)
     # the second judge beside the proxy, against the same reference images: the HOG FD of the same 24 samples
-    from scorekit.evaluate import generate
+    from scorekit.evaluation.generate import generate
     from scorekit.metrics.frechet import feature_stats, frechet_distance
     from scorekit.metrics.hog import hog_features
     from scorekit.run import load
@@ -132,8 +132,8 @@ def test_rate_distortion_total_equals_the_bound():
     """rate at t = 1 plus the decoder term is the whole variational bound, as vlb_bpd computes it."""
     import torch
 
-    from scorekit.figures import rate_distortion
-    from scorekit.likelihood import vlb_bpd
+    from scorekit.evaluation.figures import rate_distortion
+    from scorekit.evaluation.likelihood import vlb_bpd
     from scorekit.processes import VPProcess
     from scorekit.rng import ImageRNG
     from scorekit.toy import GaussianMixture, exact_denoiser

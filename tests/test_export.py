@@ -9,8 +9,8 @@ import torch
 
 from scorekit.cli import main
 from scorekit.config import load_config, preset_names
-from scorekit.factory import build_denoiser
 from scorekit.interop.common import write_run
+from scorekit.model.factory import build_denoiser
 from scorekit.run import load
 
 diffusers = pytest.importorskip("diffusers")

@@ -47,8 +47,8 @@ def test_compiled_network_and_compiled_sampling_equal_the_plain_ones(tmp_path):
     with torch.no_grad():
         assert torch.allclose(compiled(x, t), net(x, t), atol=1e-5)
     from scorekit.config import load_config
-    from scorekit.evaluate import generate
-    from scorekit.factory import build_denoiser
+    from scorekit.evaluation.generate import generate
+    from scorekit.model.factory import build_denoiser
 
     cfg = load_config("ddpm-digits", ["model.ch=16", "model.ch_mult=[1,2]", "model.num_res_blocks=1",
                                       "model.attn_resolutions=[4]", "process.num_timesteps=10", "sampling.steps=0"])

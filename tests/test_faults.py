@@ -15,6 +15,7 @@ import torch
 from test_train import TINY, _assert_same_state, _latest, _train
 
 import scorekit.checkpoint
+import scorekit.training.logger
 import scorekit.training.loop
 from scorekit.checkpoint import load_checkpoint
 from scorekit.cli import main
@@ -94,14 +95,14 @@ def test_a_full_disk_while_a_post_hoc_ema_snapshot_is_written(tmp_path, monkeypa
 
 def test_a_full_disk_while_metrics_are_logged(tmp_path, monkeypatch, capsys, reference):
     run = tmp_path / "run"
-    real_log = scorekit.training.loop._Logger.log
+    real_log = scorekit.training.logger.MetricsLogger.log
 
     def log(self, step, values):
         if step == 3:
             raise WriteError(f"{self.run.metrics_path}: could not be written (No space left on device)")
         return real_log(self, step, values)
 
-    monkeypatch.setattr(scorekit.training.loop._Logger, "log", log)
+    monkeypatch.setattr(scorekit.training.logger.MetricsLogger, "log", log)
     assert _cli_train(run) == 2
     monkeypatch.undo()
     _check_stopped_then_resume(run, capsys, reference, 3, 2, "No space left on device", "metrics.jsonl")

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from scorekit.config import load_config
-from scorekit.denoiser import Denoiser
-from scorekit.factory import build_denoiser
-from scorekit.precond import consistency_coefficients, edm_coefficients
+from scorekit.model.denoiser import Denoiser
+from scorekit.model.factory import build_denoiser
+from scorekit.model.precond import consistency_coefficients, edm_coefficients
 from scorekit.processes import VPProcess
 from scorekit.rng import ImageRNG
 from scorekit.samplers import sample

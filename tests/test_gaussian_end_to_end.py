@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from scorekit.likelihood import vlb_bpd
+from scorekit.evaluation.likelihood import vlb_bpd
 from scorekit.processes import VPProcess
 from scorekit.rng import ImageRNG
 from scorekit.samplers import sample_ancestral

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scorekit.errors import ScorekitError
-from scorekit.guidance import GuidedNet
+from scorekit.model.guidance import GuidedNet, conditional
 from scorekit.processes import VEProcess, VPProcess
 from scorekit.rng import ImageRNG
 from scorekit.samplers import sample
@@ -20,7 +20,7 @@ def test_guided_estimate_is_the_closed_form_mix_at_every_level(kind, scale):
     p = PROCESSES[kind]
     model, _ = exact_class_models(MIX, p)
     labels = torch.tensor([0, 1, 1, 0, 1, 0])
-    guided = model.conditional(labels, guidance=scale)
+    guided = conditional(model, labels, guidance=scale)
     x = torch.randn(6, 2, dtype=torch.float64) * 2
     for t in (0, p.num_levels // 3, p.num_levels - 1):
         tt = torch.full((6,), t)
@@ -59,12 +59,12 @@ def test_conditional_sampling_follows_the_component_and_guidance_sharpens_it():
     p = PROCESSES["vp"]
     model, _ = exact_class_models(MIX, p)
     comp0 = GaussianMixture([1.0], MIX.means[:1], MIX.variances[:1])
-    x = _sample(model.conditional(torch.zeros(2000), guidance=1.0)).double()
+    x = _sample(conditional(model, torch.zeros(2000), guidance=1.0)).double()
     assert torch.allclose(x.mean(0), comp0.mean(), atol=0.03)
     assert torch.allclose(torch.cov(x.T), comp0.covariance(), atol=0.012)
     outside = []  # mass nearer to the other class's mean falls as the scale grows
     for scale in (0.0, 1.0, 2.0, 4.0):
-        x = _sample(model.conditional(torch.zeros(2000), guidance=scale))
+        x = _sample(conditional(model, torch.zeros(2000), guidance=scale))
         d = ((x[:, None].double() - MIX.means[None]) ** 2).sum(-1)
         outside.append(float((d[:, 1] < d[:, 0]).double().mean()))
     assert outside[0] > 0.45 and outside == sorted(outside, reverse=True) and outside[-1] < 0.5 * outside[1]
@@ -78,8 +78,8 @@ def test_classifier_guidance_with_the_exact_posterior_is_the_conditional_model(k
     model, classifier = exact_class_models(MIX, p)
     uncond = exact_denoiser(MIX, p)
     labels = torch.tensor([0, 1, 0, 1])
-    guided = uncond.conditional(labels, classifier=classifier, classifier_scale=1.0)
-    cond = model.conditional(labels, guidance=1.0)
+    guided = conditional(uncond, labels, classifier=classifier, classifier_scale=1.0)
+    cond = conditional(model, labels, guidance=1.0)
     x = torch.randn(4, 2, dtype=torch.float64)
     for t in (1, p.num_levels // 2, p.num_levels - 1):
         tt = torch.full((4,), t)
@@ -89,8 +89,8 @@ def test_classifier_guidance_with_the_exact_posterior_is_the_conditional_model(k
 def test_bad_guidance_requests_are_refused():
     model, classifier = exact_class_models(MIX, PROCESSES["vp"])
     with pytest.raises(ScorekitError, match="labels must be in 0..1"):
-        model.conditional([0, 2])
+        conditional(model, [0, 2])
     with pytest.raises(ScorekitError, match=">= 0"):
-        model.conditional([0], guidance=-1.0)
+        conditional(model, [0], guidance=-1.0)
     with pytest.raises(ScorekitError, match="unconditional"):
-        exact_denoiser(MIX, PROCESSES["vp"]).conditional([0])
+        conditional(exact_denoiser(MIX, PROCESSES["vp"]), [0])

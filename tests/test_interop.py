@@ -8,10 +8,10 @@ import torch
 from scorekit.cli import main
 from scorekit.config import load_config
 from scorekit.errors import CheckpointError
-from scorekit.factory import build_net
 from scorekit.interop.authors import import_ncsnv2, import_pytorch_diffusion
 from scorekit.interop.diffusers import import_diffusers
 from scorekit.interop.diffusers_config import unet2d_kwargs
+from scorekit.model.factory import build_net
 from scorekit.run import load
 
 diffusers = pytest.importorskip("diffusers")
@@ -168,7 +168,7 @@ def test_ncsnv2_checkpoint_with_ema(tmp_path, capsys):
     cfg = load_config("ncsnv2-cifar10")
     net = _randomise(build_net(cfg), 5)
     ema = _randomise(build_net(cfg), 6)
-    from scorekit.factory import build_process
+    from scorekit.model.factory import build_process
 
     model = {f"module.{k}": v for k, v in net.state_dict().items()}
     model["module.sigmas"] = build_process(cfg).sigmas_desc.float()

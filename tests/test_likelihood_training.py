@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from scorekit.likelihood import vb_terms_bpd
+from scorekit.evaluation.likelihood import vb_terms_bpd
 from scorekit.processes import VESDE, VPSDE, SubVPProcess, SubVPSDE, VEProcess, VPProcess
 from scorekit.toy import GaussianMixture, exact_denoiser
 from scorekit.training.losses import ddpm_loss, likelihood_loss
@@ -134,7 +134,7 @@ def test_importance_sampled_vlb_is_unbiased_and_less_noisy_on_a_fixed_model():
 def test_hybrid_loss_is_l_simple_plus_lambda_vlb_with_the_mean_detached():
     """Improved DDPM Eq. 16: the eps channels get L_simple's gradient only; the variance channels get
     0.001 x L_vlb's gradient."""
-    from scorekit.factory import build
+    from scorekit.model.factory import build
 
     d = build("ddpm-digits", ["model.variance=learned_range", "training.loss=hybrid", "model.ch_mult=[1,2]"])
     g = torch.Generator().manual_seed(0)

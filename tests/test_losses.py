@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from scorekit.likelihood import discretized_gaussian_log_likelihood
+from scorekit.evaluation.likelihood import discretized_gaussian_log_likelihood
 from scorekit.processes import VPProcess
 from scorekit.toy import GaussianMixture, exact_denoiser
 from scorekit.training.losses import ddpm_loss
@@ -57,7 +57,7 @@ def test_mse_losses_vanish_for_the_true_target(output):
             b = p.posterior_mean_coef2[t].reshape(-1, 1, 1, 1)
             return a * x0 + b * x_t  # Eq. 7 written out independently
 
-    from scorekit.denoiser import Denoiser
+    from scorekit.model.denoiser import Denoiser
 
     d = Denoiser(Oracle(), p, output=output)
     assert ddpm_loss(d, x0, t, eps).abs().max().item() < 1e-20
@@ -86,7 +86,7 @@ def test_kl_loss_is_smallest_for_the_exact_denoiser():
         def forward(self, x, label):
             return self.net(x, label) + 0.05
 
-    from scorekit.denoiser import Denoiser
+    from scorekit.model.denoiser import Denoiser
 
     worse = ddpm_loss(Denoiser(Biased(exact.net), p), x0, t, eps, "kl").mean()
     assert worse > base
@@ -95,8 +95,8 @@ def test_kl_loss_is_smallest_for_the_exact_denoiser():
 def test_learned_diagonal_variance_is_the_networks_log_variance_and_the_bound_trains_it():
     """DDPM's Table 2 'learned diagonal Sigma': the extra output channels are log sigma_t^2 itself, and the
     true bound's KL term is the closed form between the posterior and N(mean, exp(log_var))."""
-    from scorekit.denoiser import Denoiser
-    from scorekit.likelihood import vb_terms_bpd
+    from scorekit.evaluation.likelihood import vb_terms_bpd
+    from scorekit.model.denoiser import Denoiser
     from scorekit.processes.base import normal_kl
 
     class Net(torch.nn.Module):

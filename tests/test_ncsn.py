@@ -4,19 +4,19 @@ import pytest
 import torch
 
 from scorekit.config import load_config
-from scorekit.denoiser import Denoiser
+from scorekit.model.denoiser import Denoiser
 from scorekit.nets.refine_layers import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus, embedding_at
 from scorekit.nets.refinenet import RefineNet
 from scorekit.processes import VEProcess
-from scorekit.rng import ImageRNG
-from scorekit.samplers.langevin import sample_langevin, sample_langevin_inpaint, sample_langevin_interpolation
-from scorekit.techniques import (
+from scorekit.processes.techniques import (
     gamma_for,
     max_pairwise_distance,
     step_size_for,
     technique2_value,
     technique4_value,
 )
+from scorekit.rng import ImageRNG
+from scorekit.samplers.langevin import sample_langevin, sample_langevin_inpaint, sample_langevin_interpolation
 from scorekit.toy import GaussianMixture, exact_denoiser, kde_denoiser, langevin_toy
 from scorekit.training.losses import dsm_loss
 
@@ -25,7 +25,7 @@ from scorekit.training.losses import dsm_loss
                                           ("ncsnv2-cifar10", 29_694_083),
                                           ("ncsnv2-lsun-church", 83_445_379), ("ncsnv2-ffhq", 94_132_611)])
 def test_parameter_counts_at_the_preset_settings(preset, count):
-    from scorekit.factory import build_net
+    from scorekit.model.factory import build_net
 
     assert sum(p.numel() for p in build_net(load_config(preset)).parameters()) == count
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from scorekit.config import load_config
-from scorekit.denoiser import Denoiser
-from scorekit.factory import build_denoiser, build_net
+from scorekit.model.denoiser import Denoiser
+from scorekit.model.factory import build_denoiser, build_net
 from scorekit.nets.refinenet import RefineNet
 from scorekit.processes import VEProcess, VPProcess
 from scorekit.training import train_run

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from scorekit.likelihood import discretized_gaussian_log_likelihood, discretized_log_likelihood_on_values, value_edges
+from scorekit.evaluation.likelihood import (
+    discretized_gaussian_log_likelihood,
+    discretized_log_likelihood_on_values,
+    value_edges,
+)
 
 DIGIT_VALUES = [round(v * 255 / 16) for v in range(17)]
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[]", "model.norm_groups=4",
@@ -45,7 +49,7 @@ def test_with_all_256_values_it_is_ddpms_decoder():
 
 def _tiny_digits(values):
     from scorekit.config import load_config
-    from scorekit.factory import build_denoiser
+    from scorekit.model.factory import build_denoiser
 
     cfg = load_config("ddpm-digits", [*TINY, f"data.values={values}"])
     d = build_denoiser(cfg)
@@ -60,7 +64,7 @@ def test_the_bound_loses_only_the_wasted_bins():
     """The same network and images: on the 17 values every t > 0 term is unchanged and the decoder's term is the
     8-bit one minus log2 of the mass its wider bins gather (never more)."""
     from scorekit.data import digits
-    from scorekit.likelihood import vlb_bpd
+    from scorekit.evaluation.likelihood import vlb_bpd
     from scorekit.rng import ImageRNG
 
     x = digits("test").images[:6].double() / 127.5 - 1
@@ -88,7 +92,7 @@ def test_training_learns_the_digits_levels(tmp_path):
 
 def test_on_values_is_the_decoders_most_likely_value():
     """Each pixel goes to the value whose bin holds it: the nearest value's centre (brute force), ties aside."""
-    from scorekit.likelihood import on_values
+    from scorekit.images import on_values
 
     v = torch.tensor(DIGIT_VALUES)
     x = torch.rand(2000, dtype=torch.float64) * 2.4 - 1.2  # beyond [-1, 1] too: the outer bins are unbounded
@@ -127,7 +131,7 @@ def test_samples_of_a_run_on_values_take_only_those_values(tmp_path, capsys):
 
 def test_the_bound_refuses_images_off_the_values(tmp_path):
     from scorekit.errors import DataError
-    from scorekit.evaluate import bits_per_dim
+    from scorekit.evaluation.bpd import bits_per_dim
 
     d = _tiny_digits([0, 16, 32])
     with pytest.raises(DataError, match=r"test image 0: pixel value \d+ is not among the run's 3 data values"):
@@ -192,7 +196,7 @@ def test_the_decoder_at_any_bit_depth_sums_to_one(bits):
     width 2 / (2^b - 1). Summed over every level in float64, each pixel's probabilities are 1 to rounding."""
     from types import SimpleNamespace
 
-    from scorekit.likelihood import data_values, pixel_max
+    from scorekit.evaluation.likelihood import data_values, pixel_max
 
     d = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(values=[], bits=bits)))
     g = torch.Generator().manual_seed(bits)
@@ -229,7 +233,7 @@ def test_sixteen_bit_images_round_trip_through_the_codec_at_their_bound():
     from types import SimpleNamespace
 
     from scorekit.codec import CodecError, compress, decompress, read_header
-    from scorekit.likelihood import vlb_bpd
+    from scorekit.evaluation.likelihood import vlb_bpd
     from scorekit.processes import VPProcess
     from scorekit.rng import ImageRNG
     from scorekit.toy import GaussianMixture, exact_denoiser
@@ -256,8 +260,8 @@ def test_sixteen_bit_png_and_tiff_files_round_trip_through_the_commands(tmp_path
 
     from scorekit.cli import main
     from scorekit.config import load_config
-    from scorekit.factory import build_denoiser
     from scorekit.interop.common import write_run
+    from scorekit.model.factory import build_denoiser
 
     cfg = load_config("ddpm-digits", [*TINY, "data.bits=16", "data.detect_values=false"])
     net = build_denoiser(cfg).net
@@ -286,7 +290,7 @@ def test_a_run_trains_on_a_folder_of_sixteen_bit_images(tmp_path):
     from scorekit.data import build_source
     from scorekit.data.pipeline import preprocess
     from scorekit.errors import DataError
-    from scorekit.evaluate import bits_per_dim
+    from scorekit.evaluation.bpd import bits_per_dim
     from scorekit.run import load
     from scorekit.training.loop import train_run
 
@@ -311,8 +315,8 @@ def test_a_run_trains_on_a_folder_of_sixteen_bit_images(tmp_path):
     # but the decoder is identical, and the decoder's 16-bit bins, 257 times narrower and inside the 8-bit ones, cost
     # more: over 6 bits/dim more on these interior pixels (log2 257 = 8.0 where the density is flat across a bin).
     # A 16-bit run on 8-bit bins, or 0..65535 mapped elsewhere, fails this.
-    from scorekit.factory import build_denoiser
-    from scorekit.likelihood import vlb_bpd
+    from scorekit.evaluation.likelihood import vlb_bpd
+    from scorekit.model.factory import build_denoiser
     from scorekit.rng import ImageRNG
 
     d8 = build_denoiser(load_config("ddpm-digits", [*TINY, "data.detect_values=false"])).eval()
@@ -338,7 +342,7 @@ def test_codec_round_trips_at_every_bit_depth_batch_size_and_thread_count(bits):
     from types import SimpleNamespace
 
     from scorekit.codec import compress, decompress
-    from scorekit.likelihood import even_values
+    from scorekit.evaluation.likelihood import even_values
     from scorekit.processes import VPProcess
     from scorekit.toy import GaussianMixture, exact_denoiser
 

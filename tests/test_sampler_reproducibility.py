@@ -1,7 +1,7 @@
 import torch
 
-from scorekit.factory import build
-from scorekit.likelihood import vlb_bpd
+from scorekit.evaluation.likelihood import vlb_bpd
+from scorekit.model.factory import build
 from scorekit.rng import ImageRNG
 from scorekit.samplers import sample_ancestral
 

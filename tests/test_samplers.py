@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from scorekit.likelihood import ode_log_likelihood
+from scorekit.evaluation.likelihood import ode_log_likelihood
 from scorekit.processes import VEProcess, VPProcess
 from scorekit.rng import ImageRNG
 from scorekit.samplers import SAMPLERS, sample

@@ -79,7 +79,7 @@ def test_discrete_samplers_take_a_schedule():
 def test_a_searched_schedule_beats_a_poor_start_and_is_used_by_auto():
     """On the exact mixture, the search lowers its criterion (moment errors of 400 samples); saved with the
     model, schedule="auto" uses it, and an explicit schedule name does not."""
-    from scorekit.schedule_search import search_schedule
+    from scorekit.evaluation.schedule_search import search_schedule
 
     d = exact_denoiser(MIX, VEProcess.from_ladder(20.0, 0.01, 300), data_range=(-1, 1))
     d.config = type("C", (), {"sampling": type("S", (), dict(steps=0, clip_denoised=False, n_steps_each=1,
@@ -119,7 +119,7 @@ def test_tune_schedule_command_saves_the_schedule_that_sample_then_uses(tmp_path
 
     d = load(run)
     explicit = sample(d, "heun", (4, 1, 8, 8), ImageRNG(0, range(4)), sigmas=saved["schedule"])
-    from scorekit.evaluate import samples_u8
+    from scorekit.evaluation.generate import samples_u8
 
     got = np.load(tmp_path / "a" / "samples.npz")["samples"]
     assert np.array_equal(got, samples_u8(explicit, d).permute(0, 2, 3, 1).numpy())  # on the run's 17 values

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from scorekit.likelihood import vlb_bpd
+from scorekit.evaluation.likelihood import vlb_bpd
 from scorekit.nets.vdm import FourierInput, MonotoneGamma
 from scorekit.processes import VPProcess
 from scorekit.processes.vdm import TableGamma, gamma_of_process, vp_from_gamma
@@ -51,7 +51,7 @@ def test_ddpm_chain_and_bound_come_back_from_its_gamma():
     assert torch.allclose(table(t), gamma_of_process(process), atol=1e-9)
     x = M + S * torch.randn(16, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = x.clamp(-1, 1)
-    from scorekit.denoiser import Denoiser
+    from scorekit.model.denoiser import Denoiser
 
     via_gamma = Denoiser(d.net, vp_from_gamma(table(t)), output="eps", variance="fixedlarge")
     today, vdm = vlb_bpd(d, x, ImageRNG(3, 16)), vlb_bpd(via_gamma, x, ImageRNG(3, 16))
@@ -97,7 +97,7 @@ def test_prior_term_is_the_gaussian_kl():
 
 def _tiny_vdm(tmp_path=None, steps: int = 0, fourier=(3,)):
     from scorekit.config import load_config
-    from scorekit.factory import build_denoiser
+    from scorekit.model.factory import build_denoiser
 
     cfg = load_config("vdm-digits", ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[]",
                                      "process.num_timesteps=20", f"training.vdm_steps={steps}",

@@ -19,11 +19,11 @@ import tempfile
 import traceback
 
 from ..errors import ScorekitError
-from . import basic, classifier, codec, distill, ema, evaluation, hype, inpaint, interop, ncsn, running, study
+from . import basic, classifier, codec, distill, ema, evaluation, figures, hype, inpaint, interop, ncsn, running, study
 
-COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *evaluation.COMMANDS, *inpaint.COMMANDS, *classifier.COMMANDS,
-            *ema.COMMANDS, *distill.COMMANDS, *codec.COMMANDS, *hype.COMMANDS, *study.COMMANDS, *ncsn.COMMANDS,
-            *interop.COMMANDS]
+COMMANDS = [*basic.COMMANDS, *running.COMMANDS, *evaluation.COMMANDS, *figures.COMMANDS, *inpaint.COMMANDS,
+            *classifier.COMMANDS, *ema.COMMANDS, *distill.COMMANDS, *codec.COMMANDS, *hype.COMMANDS, *study.COMMANDS,
+            *ncsn.COMMANDS, *interop.COMMANDS]
 
 
 class UsageError(ScorekitError):

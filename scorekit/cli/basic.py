@@ -70,7 +70,7 @@ def describe_config(cfg: Config, parameters: int) -> dict:
 def cmd_info(args: argparse.Namespace) -> int:
     """Family, process, network and parameter count, data and training settings of a preset, a YAML
     config or a run directory."""
-    from ..factory import build_net
+    from ..model.factory import build_net
     from ..run import RunDir
 
     source = Path(args.source)

@@ -21,8 +21,8 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data.sources import build_source
     from ..errors import ScorekitError
-    from ..guidance import classifier_accuracy
     from ..images import atomic_write_bytes
+    from ..model.guidance import classifier_accuracy
     from ..run import load
     from ..training import train_run
 

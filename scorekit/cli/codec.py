@@ -143,8 +143,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     runs the network on one thread, once per level and chunk of images (about 11 s for 300 digits)."""
     from ..codec import check_codable, compress
     from ..errors import ScorekitError
+    from ..evaluation.likelihood import pixel_bits
     from ..images import atomic_write_bytes
-    from ..likelihood import pixel_bits
     from ..run import load
 
     if Path(args.out).is_dir():

@@ -38,7 +38,7 @@ def cmd_ema(args: argparse.Namespace) -> int:
         print(f"post-hoc EMA sigma_rel {args.sigma_rel:g} -> {out} (see {out / 'posthoc_ema.json'}); "
               f"`scorekit sample {out}` samples it")
         return 0
-    from ..quality import FrechetMeter
+    from ..evaluation.quality import FrechetMeter
     from ..run import config_of
 
     dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

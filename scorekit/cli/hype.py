@@ -75,7 +75,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             raise ScorekitError(f"--per-rater {args.per_rater}: needs {args.per_rater // 2} {kind} images, the study "
                                 f"has {n}")
     if denoiser is not None:
-        from ..evaluate import generate
+        from ..evaluation.generate import generate
 
         fakes = generate(denoiser, n_fake + half_t, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
                          options=sampler_options(args), progress=not args.no_progress, raw=args.raw, **guided)

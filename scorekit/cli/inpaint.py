@@ -23,8 +23,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
     from ..data.resolve import data_config
     from ..data.sources import build_source
+    from ..evaluation.plots import labeled_grid
     from ..images import from_uint8, save_npz, to_uint8
-    from ..plots import labeled_grid
     from ..rng import ImageRNG
     from ..run import load
     from ..samplers.inpaint import inpaint_mask, sample_inpaint

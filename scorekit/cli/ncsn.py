@@ -24,7 +24,7 @@ def cmd_plan_noise(args: argparse.Namespace) -> int:
     """
     from ..config import ConfigError, load_config
     from ..data.resolve import data_config, load_images
-    from ..techniques import plan_noise
+    from ..processes.techniques import plan_noise
 
     data_config(args.data, resolution=args.resolution, channels=args.channels)
     cfg = None
@@ -99,7 +99,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 
 def _scatter(path: Path, res: dict) -> Path:
-    from ..plots import figure
+    from ..evaluation.plots import figure
     from ..toy import two_gaussians
 
     exact, _ = two_gaussians().sample(len(res["plain"]), torch.Generator().manual_seed(0))

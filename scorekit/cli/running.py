@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def report_training(result) -> None:
     """What `train` and `distill` print at the end: the times apart, then the summary's lines."""
-    from ..evaluate import describe
+    from ..evaluation.report import describe
 
     if result.summary:
         s = result.summary
@@ -106,7 +106,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     --out DIR writes into DIR; --out FILE.png writes the grid there and the rest beside it (FILE_images/,
     FILE_samples.npz, FILE_summary.json)."""
-    from ..evaluate import describe, generate, sample_values, write_samples
+    from ..evaluation.generate import generate, sample_values, write_samples
+    from ..evaluation.report import describe
     from ..metrics.proxy import proxy_metrics
 
     denoiser = _load(args)
@@ -154,7 +155,7 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
 def guidance_kwargs(args: argparse.Namespace, denoiser, n: int) -> dict:
     """--class / --guidance / --classifier / --classifier-scale as generate()'s keyword arguments, checked
     against the model before any sampling."""
-    from ..guidance import labels_for
+    from ..model.guidance import conditional, labels_for
 
     if args.klass is None:
         for flag, value in (("--guidance", args.guidance), ("--classifier", args.classifier),
@@ -180,7 +181,7 @@ def guidance_kwargs(args: argparse.Namespace, denoiser, n: int) -> dict:
     guidance = args.guidance if args.guidance is not None else denoiser.config.sampling.guidance
     kwargs = {"labels": labels_for(args.klass, n, k), "guidance": guidance, "classifier": classifier,
               "classifier_scale": scale}
-    denoiser.conditional(kwargs["labels"][:1], guidance=guidance, classifier=classifier, classifier_scale=scale)
+    conditional(denoiser, kwargs["labels"][:1], guidance=guidance, classifier=classifier, classifier_scale=scale)
     return kwargs
 
 
@@ -227,7 +228,7 @@ def cmd_bpd(args: argparse.Namespace) -> int:
     and the change of scale to 8-bit data made explicit; Hutchinson's trace estimator or the exact trace."""
     from ..data.sources import build_source
     from ..dist import setup
-    from ..evaluate import bits_per_dim
+    from ..evaluation.bpd import bits_per_dim
 
     dist = setup(args.device)
     denoiser = _load(args, dist.device)
@@ -321,9 +322,9 @@ def cmd_tune_schedule(args: argparse.Namespace) -> int:
     with the same seed, over a family of schedules (EDM's rho spacing, uniform, quadratic) and then one
     level at a time. The result, checked on two other seeds against the default schedule, is saved in
     RUN/schedules.json; `scorekit sample RUN --sampler S --steps K` (schedule auto) then uses it."""
-    from ..quality import FrechetMeter
-    from ..run import RunDir
-    from ..schedule_search import save_schedule, search_schedule
+    from ..evaluation.quality import FrechetMeter
+    from ..evaluation.schedule_search import search_schedule
+    from ..run import RunDir, save_schedule
 
     run = Path(args.run)
     if not (run / "config.yaml").is_file():

@@ -65,7 +65,7 @@ def search_chain(denoiser, images_u8: torch.Tensor, levels: int = CHAIN_LEVELS, 
     ``images_u8`` is lowest (one draw of x_t per term and image, the same draws for every candidate). Returns
     ``timesteps``, ``bound_bpd`` and every candidate's ``(start, bound)``."""
     from ..data.pipeline import preprocess
-    from ..likelihood import pixel_max, vlb_bpd
+    from ..evaluation.likelihood import pixel_max, vlb_bpd
     from ..rng import ImageRNG
 
     T = denoiser.process.num_levels

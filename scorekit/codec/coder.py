@@ -46,8 +46,8 @@ import numpy as np
 import torch
 
 from ..errors import ScorekitError
-from ..images import from_uint8
-from ..likelihood import data_values, even_values, first_off_values, pixel_bits, pixel_max, value_edges
+from ..evaluation.likelihood import data_values, even_values, first_off_values, pixel_bits, pixel_max
+from ..images import from_uint8, value_edges
 from .chains import chain_from, coding_chain
 from .fileformat import BINS_PER_STD, HASH_HEX, CodecError, _sha, pack_header, read_header, weights_sha256
 

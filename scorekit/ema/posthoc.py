@@ -55,8 +55,8 @@ def sweep(run: str | Path, *, grid=SWEEP_GRID, n: int = 2000, seeds: int = 1, me
           device: str = "cpu", batch_size: int = 500, say=print) -> list[dict]:
     """FD (``meter``, default the run's FrechetMeter) of the reconstructed EMA at each sigma_rel of ``grid``,
     mean and spread over ``seeds`` sample seeds, with the run's own sampler; nothing is trained."""
-    from ..evaluate import generate
-    from ..quality import FrechetMeter
+    from ..evaluation.generate import generate
+    from ..evaluation.quality import FrechetMeter
 
     folder = snapshot_folder(run)
     denoiser = load(run, device=device)
@@ -75,7 +75,7 @@ def sweep(run: str | Path, *, grid=SWEEP_GRID, n: int = 2000, seeds: int = 1, me
 
 def plot_sweep(path: Path, rows: list[dict], *, metric: str = "FD", reference: dict[str, float] | None = None) -> None:
     """FD against sigma_rel (log axis), the best marked, ``reference`` values (e.g. the classic EMA) as lines."""
-    from ..plots import figure
+    from ..evaluation.plots import figure
 
     with figure(path, size=(7, 4)) as ax:
         x = [r["sigma_rel"] for r in rows]

@@ -10,7 +10,7 @@ import torch
 from ..checkpoint import safe_torch_load
 from ..config import load_config
 from ..errors import CheckpointError
-from ..factory import build_net
+from ..model.factory import build_net
 from .common import load_checked, write_run
 
 
@@ -42,7 +42,7 @@ def import_ncsnv2(ckpt: str | Path, preset: str, out: str | Path, *, ema: bool =
         raise CheckpointError(f"{ckpt}: expected the authors' list [model, optimizer, epoch, step, ema]")
     model = {k.removeprefix("module."): v for k, v in states[0].items()}
     sigmas = model.pop("sigmas", None)
-    from ..factory import build_process
+    from ..model.factory import build_process
 
     if sigmas is not None:
         ours = build_process(cfg).sigmas_desc.float()

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..checkpoint import save_checkpoint
 from ..config import Config
-from ..config_checks import validate
+from ..config.checks import validate
 from ..errors import CheckpointError
 from ..run import RunDir
 

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from ..checkpoint import atomic_save_file, safe_torch_load
 from ..config import Config, DataConfig, ModelConfig, ProcessConfig, SamplingConfig, TrainingConfig
 from ..errors import CheckpointError
-from ..factory import build_net
 from ..images import atomic_write_bytes
+from ..model.factory import build_net
 from ..processes.vp import beta_schedule
 from .common import load_checked, write_run
 from .diffusers_config import unet2d_kwargs, uniform_norm_groups

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..denoiser import Denoiser
+from ..model.denoiser import Denoiser
 from ..rng import ImageRNG
 from .ancestral import sample_ancestral
 from .consistency import SCHEDULES as CONSISTENCY_SCHEDULES

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..denoiser import Denoiser, Variance
+from ..model.denoiser import Denoiser, Variance
 from ..rng import ImageRNG
 from .common import prior_x, progress_bar, respace
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ..denoiser import Denoiser
+from ..model.denoiser import Denoiser
 from ..progress import progress
 from .schedules import level_schedule
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..denoiser import Denoiser
+from ..model.denoiser import Denoiser
 from ..rng import ImageRNG
 from .common import prior_sample, progress_bar
 from .schedules import continuous_sigmas

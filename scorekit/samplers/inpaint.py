@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..denoiser import Denoiser
+from ..model.denoiser import Denoiser
 from ..rng import ImageRNG
 from .common import prior_x, progress_bar, respace
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..denoiser import Denoiser
+from ..model.denoiser import Denoiser
 from ..processes.base import expand_like
 from ..rng import ImageRNG
 from .common import progress_bar

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..denoiser import Denoiser
+from ..model.denoiser import Denoiser
 from ..rng import ImageRNG
 from .common import prior_sample, prior_x, progress_bar
 from .rk45 import dopri5

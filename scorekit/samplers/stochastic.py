@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..denoiser import Denoiser
+from ..model.denoiser import Denoiser
 from ..rng import ImageRNG
 from .common import prior_sample, progress_bar
 from .ode import _check, _denoise, sigmas_of

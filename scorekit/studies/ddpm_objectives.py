@@ -50,7 +50,7 @@ def check(cfg) -> None:
 
 
 def run(ctx: Context, command: str) -> dict:
-    from ..evaluate import bits_per_dim
+    from ..evaluation.bpd import bits_per_dim
     from ..run import load
 
     base = ctx.config(Arm("base", "base"))

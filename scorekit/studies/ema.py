@@ -33,7 +33,7 @@ def check(cfg) -> None:
 
 def run(ctx: Context, command: str) -> dict:
     from ..errors import ScorekitError
-    from ..plots import figure
+    from ..evaluation.plots import figure
     from ..run import load
 
     arm = Arm("run", "the base preset")

@@ -210,7 +210,7 @@ def _verdicts(rows: list[dict], names: list[str]) -> list[str]:
 
 
 def _report(ctx: Context, command: str, meter, rows: list[dict]) -> dict:
-    from ..plots import figure
+    from ..evaluation.plots import figure
 
     names = meter.names
     _ratios(rows, names)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..model.guidance import conditional
 from .runner import (
     Arm,
     Context,
@@ -41,9 +42,9 @@ def check(cfg) -> None:
 
 
 def run(ctx: Context, command: str) -> dict:
-    from ..evaluate import samples_u8
-    from ..guidance import labels_for
+    from ..evaluation.generate import samples_u8
     from ..metrics.proxy import features_and_probs
+    from ..model.guidance import labels_for
     from ..rng import ImageRNG
     from ..run import load
     from ..samplers import sample, sampling_options
@@ -68,7 +69,7 @@ def run(ctx: Context, command: str) -> dict:
         out = []
         for start in range(0, ctx.n, 250):
             idx = range(start, min(ctx.n, start + 250))
-            d = model.conditional(labels[start:idx.stop], **guided)
+            d = conditional(model, labels[start:idx.stop], **guided)
             x = sample(d, model.config.sampling.sampler, (len(idx), *model.image_shape),
                        ImageRNG(ctx.seed, idx, model.device), **opts)
             out.append(samples_u8(x, model))
@@ -89,7 +90,7 @@ def run(ctx: Context, command: str) -> dict:
         rows.append({"method": "classifier", "scale": s, **r})
         ctx.say(f"    classifier K={s:g}: {meter.name} {r['fd']:.2f}, agreement {r['agreement']:.3f}")
     write_csv(ctx.folder / f"{NAME}.csv", [{k: v for k, v in r.items() if k != "fds"} for r in rows])
-    from ..plots import figure
+    from ..evaluation.plots import figure
 
     with figure(ctx.folder / f"{NAME}.png", ncols=2, size=(12, 4.5)) as (a, b):
         for method, marker in (("classifier-free", "o-"), ("classifier", "s--")):

@@ -26,7 +26,7 @@ def check(cfg) -> None:
 
 def nn_distance(images: torch.Tensor, train: torch.Tensor) -> np.ndarray:
     """l2 distance (uint8 units, whole image) from each image to its nearest training image."""
-    from ..figures import nearest_neighbours
+    from ..evaluation.figures import nearest_neighbours
 
     idx = nearest_neighbours(images, train, 1)["pixel"][:, 0]
     return (images.flatten(1).double() - train[idx].flatten(1).double()).norm(dim=1).numpy()
@@ -34,8 +34,8 @@ def nn_distance(images: torch.Tensor, train: torch.Tensor) -> np.ndarray:
 
 def kde_samples(cfg, train_u8: torch.Tensor, n: int, seed: int, device: str) -> torch.Tensor:
     """Samples of the multi-scale KDE baseline with the run's process and sampler."""
-    from ..factory import build_process, data_range
     from ..images import from_uint8
+    from ..model.factory import build_process, data_range
     from ..toy import kde_denoiser
 
     lo_hi = data_range(cfg)
@@ -47,9 +47,9 @@ def kde_samples(cfg, train_u8: torch.Tensor, n: int, seed: int, device: str) -> 
 def run(ctx: Context, command: str) -> dict:
     from ..data.sources import build_source
     from ..errors import ScorekitError
-    from ..figures import nearest_neighbours, neighbours_grid
+    from ..evaluation.figures import nearest_neighbours, neighbours_grid
+    from ..evaluation.plots import figure
     from ..images import save_npz
-    from ..plots import figure
     from ..run import load
     from .runner import loss_curves
 

@@ -33,7 +33,7 @@ TITLE = "NCSNv2's techniques, one at a time"
 def plan(ctx: Context) -> dict:
     """Techniques 1, 2, 4 on the base data (at most 20,000 images for technique 1's maximum distance)."""
     from ..data.sources import build_source
-    from ..techniques import plan_noise
+    from ..processes.techniques import plan_noise
 
     cfg = ctx.config(Arm("base", "base"))
     src = build_source(cfg.data, "train")
@@ -71,7 +71,7 @@ def check(cfg) -> None:
 
 
 def run(ctx: Context, command: str) -> dict:
-    from ..plots import figure
+    from ..evaluation.plots import figure
     from ..run import load
 
     cfg = ctx.config(Arm("base", "base"))

@@ -150,7 +150,7 @@ def run(ctx: Context, command: str) -> dict:
 
 
 def _report(ctx: Context, command: str, meter, rows: list[dict], sweep: list[dict], direct: list[dict]) -> dict:
-    from ..plots import figure
+    from ..evaluation.plots import figure
 
     write_csv(ctx.folder / f"{NAME}.csv", [{k: v for k, v in r.items() if k not in ("fds", "others")} for r in rows])
     with figure(ctx.folder / f"{NAME}.png", ncols=2, size=(12, 4.4)) as (ax, ax2):

@@ -23,8 +23,8 @@ import torch
 
 from ..config import Config, load_config
 from ..errors import ScorekitError, TrainingError
+from ..evaluation.quality import FrechetMeter
 from ..images import atomic_write_bytes
-from ..quality import FrechetMeter
 from ..rng import ImageRNG
 from ..run import RunDir
 
@@ -142,9 +142,9 @@ def measured(run: Path, key: str, compute: Callable[[], dict]) -> dict:
 def sample_images(denoiser, n: int, *, seed: int, options: dict | None = None, sampler: str | None = None,
                   batch_size: int = 256, final_level: bool = False) -> dict[str, torch.Tensor]:
     """uint8 samples with the run's sampler (image i from (seed, i)), on the run's value set if it learnt one
-    (:func:`scorekit.evaluate.samples_u8`); with ``final_level`` (Langevin) also
+    (:func:`scorekit.evaluation.generate.samples_u8`); with ``final_level`` (Langevin) also
     the samples before the final denoising step, from the same chains (the rebuttal's comparison)."""
-    from ..evaluate import samples_u8
+    from ..evaluation.generate import samples_u8
     from ..samplers import sample, sampling_options
 
     cfg = denoiser.config

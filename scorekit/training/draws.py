@@ -15,9 +15,9 @@ from ..config import Config
 from ..data import build_source, preprocess
 from ..data.augment import Augment
 from ..data.augment import draw as draw_augment
-from ..denoiser import Denoiser
 from ..errors import DataError
-from ..likelihood import pixel_max
+from ..evaluation.likelihood import pixel_max
+from ..model.denoiser import Denoiser
 from ..processes import DiscreteProcess
 from ..rng import image_seed
 from .tsampling import LossSecondMomentSampler, continuous_levels

@@ -30,8 +30,9 @@ import math
 import torch
 
 from ..config import Config
-from ..denoiser import Denoiser
-from ..factory import fewstep_sigma_max
+from ..model.denoiser import Denoiser
+from ..model.factory import fewstep_sigma_max
+from ..model.guidance import conditional
 from ..processes.base import expand_like
 from ..rng import image_seed
 
@@ -140,7 +141,7 @@ class FewStep:
     def _teacher_D(self, y: torch.Tensor | None):
         t = self.teacher
         if y is not None:
-            t = t.conditional(y, guidance=self.cfg.fewstep.guidance)
+            t = conditional(t, y, guidance=self.cfg.fewstep.guidance)
         return lambda x, s: t.denoise(x, s).to(x.dtype)
 
     def _generator(self, step: int, device) -> torch.Generator:
@@ -183,7 +184,7 @@ class FewStep:
         x = x0 + expand_like(s, x0) * noise
         with torch.no_grad():
             target = pd_target(self._teacher_D(y), x, s, s_mid, s_end)
-        pred = student.denoise(x, s).to(x0.dtype) if y is None else student.conditional(y).denoise(x, s)
+        pred = student.denoise(x, s).to(x0.dtype) if y is None else conditional(student, y).denoise(x, s)
         snr = (1 / s**2).clamp_min(1.0)
         return snr.to(x0.dtype) * (pred.float() - target.float()).pow(2).flatten(1).mean(1)
 

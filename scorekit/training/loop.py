@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,23 +21,23 @@ from ..checkpoint import save_checkpoint
 from ..config import BOUND_LOSSES, FEWSTEP_LOSSES, Config
 from ..data import BatchStream, build_source, detect_values, micro_batch_slice, preprocess
 from ..data.augment import apply as augment_apply
-from ..denoiser import Denoiser
 from ..dist import Dist
 from ..ema import EMA
 from ..ema.power import PowerEMA, save_snapshot
 from ..errors import CheckpointError, DataError, TrainingError, WriteError
-from ..factory import build_denoiser
+from ..evaluation.likelihood import pixel_max
 from ..images import atomic_write_bytes
-from ..likelihood import pixel_max
+from ..model.denoiser import Denoiser
+from ..model.factory import build_denoiser
 from ..processes.vdm import refresh_schedule
 from ..progress import progress
 from ..rng import image_seed
 from ..run import RunDir, read_checkpoint, resolve_run
 from .draws import FixedBatches, step_draws
 from .fewstep import FewStep, pd_schedule
-from .losses import ddpm_loss, dsm_loss, edm_loss, likelihood_loss
+from .logger import MetricsLogger, StopFlag
+from .objective import learning_rate, objective
 from .tsampling import LossSecondMomentSampler
-from .vdm import vdm_loss
 
 
 @dataclass
@@ -48,56 +47,6 @@ class TrainResult:
     interrupted: bool = False
     summary: dict = field(default_factory=dict)
     train_seconds: float = 0.0  # the training steps of this invocation (not the sampling and metrics after)
-
-
-def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-              y: torch.Tensor | None = None, *, sigma: torch.Tensor | None = None,
-              aug: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-example loss of the configured objective (``y``: class labels, for class-conditional models;
-    ``sigma``: EDM's noise levels, which replace ``t``; ``aug``: augmentation parameters, the network's
-    conditioning; ``weight``: the likelihood loss's weights of its fractional levels ``t``)."""
-    if cfg.training.loss == "likelihood":
-        return likelihood_loss(denoiser, x0, t, noise, weight, y=y, aug=aug)
-    if cfg.training.loss == "vdm":  # t: levels 0..T-1, VDM's time t / (T - 1)
-        return vdm_loss(denoiser, x0, t.double() / (denoiser.process.num_levels - 1), noise,
-                        cfg.training.vdm_steps, y=y, aug=aug)
-    if cfg.training.loss == "edm":
-        return edm_loss(denoiser, x0, sigma, noise, cfg.model.sigma_data, y=y, aug=aug)
-    if cfg.training.loss == "dsm":
-        return dsm_loss(denoiser, x0, t, noise, cfg.training.anneal_power, y=y, aug=aug)
-    if cfg.training.loss == "ce":  # a noise-conditional classifier on x_t (classifier guidance)
-        logits = denoiser.raw(denoiser.process.q_sample(x0, t, noise), t)
-        return torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
-    return ddpm_loss(denoiser, x0, t, noise, cfg.training.loss, y=y, aug=aug)
-
-
-def learning_rate(cfg: Config, step: int) -> float:
-    """Linear warmup as in the DDPM code: lr * min(step / warmup, 1), step = updates done so far."""
-    w = cfg.training.warmup
-    return cfg.training.lr * (min(step / w, 1.0) if w > 0 else 1.0)
-
-
-class _StopFlag:
-    """SIGTERM / SIGINT ask the loop to finish the step, checkpoint and return."""
-
-    def __init__(self):
-        self.raised: str | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.raised = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 class Trainer:
@@ -295,7 +244,7 @@ class Trainer:
         stream = BatchStream(source, seed=tc.seed, global_batch=tc.batch_size, world=dist.world, rank=dist.rank,
                              accum=tc.grad_accum, num_workers=cfg.data.num_workers, device=self.device)
         batches = stream.batches(self.step)
-        logger = _Logger(run, dist, enabled=dist.main)
+        logger = MetricsLogger(run, dist, enabled=dist.main)
         start_step = self.step
         bar = progress(total=tc.steps, initial=self.step, desc="train", unit="step", every=tc.log_every,
                        enabled=self.progress and dist.main)
@@ -326,7 +275,7 @@ class Trainer:
         tc = cfg.training
         nonfinite_run, window, t_last, seen_last = 0, [], time.perf_counter(), self.step
         interrupted = None
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while self.step < tc.steps:
                 loss, grad_norm, finite = self.train_step(batches)
                 if not finite:
@@ -368,52 +317,12 @@ class Trainer:
         return d
 
     def sample_grid(self, path: Path, n: int = 64) -> Path:
-        from ..evaluate import generate
+        from ..evaluation.generate import generate
         from ..images import save_grid
 
         images = generate(self.eval_denoiser(), min(n, self.cfg.sampling.num_samples), seed=self.cfg.sampling.seed,
                           batch_size=self.cfg.sampling.batch_size)
         return save_grid(path, images)
-
-
-class _Logger:
-    """metrics.jsonl lines and, when the tensorboard package is installed, TensorBoard events."""
-
-    def __init__(self, run: RunDir, dist: Dist, enabled: bool):
-        self.enabled, self.run, self.tb = enabled, run, None
-        if not enabled:
-            return
-        run.path.mkdir(parents=True, exist_ok=True)
-        self.file = open(run.metrics_path, "a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run.tensorboard_dir))
-        except ImportError:
-            pass
-
-    def log(self, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
-        try:
-            self.file.write(json.dumps({"step": step, **values}) + "\n")
-            self.file.flush()
-        except OSError as e:
-            raise WriteError(f"{self.run.metrics_path}: could not be written ({e.strerror or e})") from None
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"train/{k}", v, step)
-
-    def event(self, step: int, values: dict) -> None:
-        self.log(step, {"event": "nonfinite_skipped", **values})
-
-    def close(self) -> None:
-        if self.enabled and not self.file.closed:
-            with contextlib.suppress(OSError):  # lines that cannot be flushed are logged again after a resume
-                self.file.close()
-            if self.tb is not None:
-                self.tb.close()
 
 
 def train_run(source: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, *,
@@ -455,14 +364,14 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
                   f"run `scorekit train {run.path}` to resume", flush=True)
         return result
     if cfg.training.loss == "pd" and dist.main:  # the student samples on the last round's levels (schedule auto)
-        from ..schedule_search import save_schedule
+        from ..run import save_schedule
 
         f = trainer.fewstep
         grid = pd_schedule(cfg, f.sigma_min, f.sigma_max)
         save_schedule(run.path, "euler", cfg.fewstep.pd_final, {"schedule": grid.tolist()},
                       "progressive distillation's final levels")
     if evaluate:
-        from ..evaluate import final_report
+        from ..evaluation.report import final_report
 
         denoiser = trainer.eval_denoiser()
         denoiser.checkpoint_step = trainer.step

@@ -1,4 +1,4 @@
-"""Training objectives: DDPM's L_simple, the variational bound's terms (from :mod:`scorekit.likelihood`) and
+"""Training objectives: DDPM's L_simple, the variational bound's terms (from :mod:`scorekit.evaluation.likelihood`) and
 MSEs; NCSN's denoising score matching; EDM's preconditioned loss; the likelihood-weighted score-matching loss."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import math
 import torch
 
 from ..config import BOUND_LOSSES
-from ..denoiser import Denoiser, Output
-from ..likelihood import mean_flat, vb_terms_bpd
-from ..precond import edm_weight
+from ..evaluation.likelihood import mean_flat, vb_terms_bpd
+from ..model.denoiser import Denoiser, Output
+from ..model.precond import edm_weight
 from ..processes.base import expand_like
 from .tsampling import log_sigma_slope
 

@@ -20,7 +20,8 @@ import math
 
 import torch
 
-from ..likelihood import data_values, value_edges
+from ..evaluation.likelihood import data_values
+from ..images import value_edges
 from ..processes.vdm import TableGamma
 
 

@@ -3,7 +3,7 @@ Every problem is one :class:`~scorekit.config.ConfigError` naming the key and wh
 
 from __future__ import annotations
 
-from .config_choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError
+from .choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError
 
 # ``cfg`` is a scorekit.config.Config throughout; this module does not import it, so that config (which validates
 # with it) and it do not import each other.

@@ -123,7 +123,7 @@ class NoisePlan:
 
 def plan_noise(data: torch.Tensor, *, sigma_end: float = 0.01, n_steps_each: int = 5) -> NoisePlan:
     """All three techniques for a dataset (N, ...) already scaled to the model's range ([0, 1] for NCSN)."""
-    from .errors import ScorekitError
+    from ..errors import ScorekitError
 
     if len(data) < 2:
         raise ScorekitError(f"planning the noise needs at least 2 images, got {len(data)}")

@@ -6,7 +6,7 @@ import contextlib
 import io
 from pathlib import Path
 
-from .images import atomic_write_bytes
+from ..images import atomic_write_bytes
 
 
 @contextlib.contextmanager
@@ -18,7 +18,7 @@ def figure(path: str | Path, ncols: int = 1, nrows: int = 1, size: tuple[float, 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from .errors import ScorekitError
+        from ..errors import ScorekitError
 
         raise ScorekitError("figures need matplotlib: pip install matplotlib") from None
     fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
@@ -36,7 +36,7 @@ def labeled_grid(path: str | Path, cells, *, title: str, col_labels: list[str] |
                  row_labels: list[str] | None = None, xlabel: str | None = None, ylabel: str | None = None) -> Path:
     """A grid of uint8 images ``cells`` (rows, cols, C, H, W) as a figure with a title, column labels on
     top and row labels on the left; small images are enlarged without blurring (nearest neighbour)."""
-    from .images import grid
+    from ..images import grid
 
     rows, cols, ch, h, w = cells.shape
     mosaic = grid(cells.reshape(rows * cols, ch, h, w), nrow=cols)

@@ -11,20 +11,15 @@ then uses it.
 
 from __future__ import annotations
 
-import datetime
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from .images import atomic_write_bytes, to_uint8
-from .rng import ImageRNG
-from .samplers import DISCRETE, sample, sampling_options
-from .samplers.schedules import karras_sigmas, level_schedule, sigma_schedule
-
-SCHEDULES_FILE = "schedules.json"
+from ..images import to_uint8
+from ..rng import ImageRNG
+from ..samplers import DISCRETE, sample, sampling_options
+from ..samplers.schedules import karras_sigmas, level_schedule, sigma_schedule
 
 
 def _draw(denoiser, sampler: str, steps: int, schedule, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
@@ -115,24 +110,3 @@ def search_schedule(denoiser, sampler: str, steps: int, criterion: Callable[[tor
                   "default": [score(default, s) for s in validate_seeds]}
     return {"schedule": best, "value": best_value, "default_value": score(default), "start": best_name,
             "moves": moves, "n": n, "seed": seed, "validation_seeds": list(validate_seeds), "validation": validation}
-
-
-def save_schedule(run: str | Path, sampler: str, steps: int, result: dict, criterion: str) -> Path:
-    """Add (or replace) this sampler and budget's schedule in RUN/schedules.json."""
-    path = Path(run) / SCHEDULES_FILE
-    table = json.loads(path.read_text()) if path.is_file() else {}
-    table[f"{sampler}:{steps}"] = {**result, "criterion": criterion, "date": datetime.date.today().isoformat()}
-    atomic_write_bytes(path, (json.dumps(table, indent=2) + "\n").encode())
-    return path
-
-
-def load_schedules(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / SCHEDULES_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        from .errors import CheckpointError
-
-        raise CheckpointError(f"{path}: not valid JSON (delete it to sample with the default schedules)") from None

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .errors import ScorekitError
+from ..errors import ScorekitError
 
 
 class ConfigError(ScorekitError, ValueError):

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ScorekitError
-from .metrics.extractors import Extractor
-from .metrics.frechet import feature_stats, frechet_distance, load_stats
-from .metrics.min_n import too_few, withhold
-from .metrics.scores import inception_score, kid, precision_recall, softmax
+from ..errors import ScorekitError
+from ..metrics.extractors import Extractor
+from ..metrics.frechet import feature_stats, frechet_distance, load_stats
+from ..metrics.min_n import too_few, withhold
+from ..metrics.scores import inception_score, kid, precision_recall, softmax
 
 METRICS = ("fid", "is", "kid", "pr", "fd_dinov2")
 KID_SUBSETS, KID_SUBSET_SIZE, KID_SEED, PR_K = 100, 1000, 0, 3  # Binkowski et al.; Kynkaanniemi et al.
@@ -49,7 +49,7 @@ def reference_from(spec: str, extractor: Extractor, *, split: str = "train", res
                                 f"the {extractor.name} extractor gives {dim}-d features (mu must be ({dim},), sigma "
                                 f"({dim}, {dim}))")
         return Reference(f"statistics {spec}", n, mu, sigma)
-    from .data.resolve import load_images
+    from ..data.resolve import load_images
 
     images, described, labels = load_images(spec, split=split, resolution=resolution, channels=channels,
                                              max_images=max_images, with_labels=True)
@@ -132,7 +132,7 @@ def extra_judges(extractor: Extractor | None, ref_spec: str, reference, *, hog: 
     """The judges whose FD ``eval`` reports beside its metrics, each with its reference (``reference(spec,
     extractor)``): the digits' HOG FD beside the proxy when ``hog`` (with images to compare against), FD_DINOv2
     when asked (against ``dinov2_ref`` statistics, else the reference data)."""
-    from .metrics.extractors import get_extractor
+    from ..metrics.extractors import get_extractor
 
     judges = []
     if hog and extractor is not None and extractor.name == "digits-proxy" and not ref_spec.endswith(".npz"):
@@ -158,14 +158,18 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
     """Sample n images (sharded over processes), extract features, compute the metrics; return the
     metrics with the full protocol. Every process returns the same dictionary. ``judges``: more extractors, each
     with its reference, whose FD of the same images is reported beside (the digits' HOG FD as ``hog_fd``)."""
-    from . import __version__
-    from .evaluate import generate, sample_values
+    from importlib.metadata import version
+
+    from .generate import generate
 
     cfg = denoiser.config
     options = {**({"steps": steps} if steps else {}), **({"schedule": schedule} if schedule else {})}
     guided = guided or {}
+    used: dict = {}
     images = generate(denoiser, n, seed=seed, batch_size=batch_size, sampler=sampler, options=options,
-                      progress=progress, dist=dist, precision=precision, compile=compile, raw=raw, **guided)
+                      progress=progress, dist=dist, precision=precision, compile=compile, raw=raw, record=used,
+                      **guided)
+    sampling = {k: v for k, v in used["options"].items() if k != "steps"}  # a searched schedule too
     values, feats, logits = {}, None, None
     if metrics:
         feats, logits = extractor(images)
@@ -176,16 +180,11 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
         values[key] = frechet_distance(*feature_stats(judge_feats), judge_ref.mu, judge_ref.sigma)
         values = withhold(values, n, {key: too_few("fd", n, feature_dim=judge_feats.shape[1])})
     if per_class and guided and extractor is not None:  # judge: the proxy's classes, else the guidance classifier
-        from .guidance import classify
+        from ..model.guidance import classify
 
         judge = logits if extractor.name == "digits-proxy" else (
             classify(guided["classifier"], images) if guided.get("classifier") is not None else None)
         values.update(per_class_metrics(feats, judge, guided["labels"].numpy(), ref))
-    from .samplers import accepted_options, resolve_schedule, sampling_options
-
-    name = sampler or cfg.sampling.sampler
-    resolved = resolve_schedule(denoiser, name, {**sampling_options(cfg.sampling), **options})
-    sampling = {k: v for k, v in accepted_options(name, resolved).items() if k != "steps"}  # a searched schedule too
     return {
         "metrics": values,
         "protocol": {
@@ -198,16 +197,15 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
             "kid": {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, len(ref.features)), "seed": KID_SEED,
                     "kernel": "(x.y/d + 1)^3"} if "kid" in metrics else None,
             "pr": {"k": PR_K} if "pr" in metrics else None,
-            "sampler": name, "steps": steps or cfg.sampling.steps or "sampler default",
-            "sampler_options": sampling, "on_values": sample_values(denoiser, raw=raw) is not None,
-            "checkpoint": checkpoint, "checkpoint_step": getattr(denoiser,
-                                                                                            "checkpoint_step", None),
+            "sampler": used["sampler"], "steps": steps or cfg.sampling.steps or "sampler default",
+            "sampler_options": sampling, "on_values": used["on_values"],
+            "checkpoint": checkpoint, "checkpoint_step": getattr(denoiser, "checkpoint_step", None),
             "ema": getattr(denoiser, "uses_ema", None), "processes": dist.world if dist is not None else 1,
             "batch_size": batch_size, "precision": precision or cfg.sampling.precision,
             "classes": _class_counts(guided["labels"]) if guided else None,
             "guidance": guided.get("guidance") if guided else None,
             "classifier_scale": guided.get("classifier_scale") if guided else None,
-            "scorekit": __version__, "torch": torch.__version__,
+            "scorekit": version("scorekit"), "torch": torch.__version__,
             "date": datetime.date.today().isoformat(),
         },
     }
@@ -215,7 +213,7 @@ def evaluate_denoiser(denoiser, *, n: int, ref: Reference, extractor: Extractor,
 
 def write_sweep(csv_path: Path, png_path: Path, rows: list[dict], metric: str, n: int | None = None) -> dict:
     """CSV of every checkpoint's metrics and a PNG of ``metric`` against the step with the best marked."""
-    from .images import atomic_write_bytes
+    from ..images import atomic_write_bytes
     from .plots import figure
 
     keys = ["step"] + sorted({k for r in rows for k in r if k != "step"})
@@ -247,8 +245,8 @@ class FrechetMeter:
     proxy and the second judge, the pixels-and-gradients HOG FD (:mod:`scorekit.metrics.hog`)."""
 
     def __init__(self, cfg, *, extractor: str = "auto", weights: str | None = None, device: str = "cpu"):
-        from .data.sources import build_source
-        from .metrics.extractors import get_extractor
+        from ..data.sources import build_source
+        from ..metrics.extractors import get_extractor
 
         shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
         self.extractor = get_extractor(extractor, images_shape=shape, weights=weights, device=device)

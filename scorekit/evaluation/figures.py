@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .denoiser import Denoiser
-from .images import atomic_write_bytes, from_uint8, to_uint8
+from ..images import atomic_write_bytes, from_uint8, to_uint8
+from ..model.denoiser import Denoiser
+from ..rng import ImageRNG
+from ..samplers.ancestral import sample_ancestral
 from .likelihood import vlb_bpd
-from .rng import ImageRNG
-from .samplers.ancestral import sample_ancestral
 
 
 @torch.no_grad()

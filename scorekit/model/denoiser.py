@@ -15,8 +15,8 @@ from enum import Enum
 import torch
 from torch import nn
 
+from ..processes.base import DiscreteProcess, expand_like
 from .precond import EDM_SIGMA_MAX, EDM_SIGMA_MIN, consistency_coefficients, edm_coefficients
-from .processes.base import DiscreteProcess, expand_like
 
 
 class Output(str, Enum):
@@ -56,7 +56,7 @@ class Denoiser(nn.Module):
     """``net`` + ``process`` + what the net outputs + the reverse variance + the data range.
 
     ``precond="edm"``: the network is EDM's F inside D = c_skip x + c_out F(c_in x; ln(sigma)/4)
-    (:mod:`scorekit.precond`); the model's x0 estimate is D at sigma_t = s_t / a_t, and the sigma-space
+    (:mod:`scorekit.model.precond`); the model's x0 estimate is D at sigma_t = s_t / a_t, and the sigma-space
     view evaluates D at any sigma directly (EDM's range 0.002..80)."""
 
     def __init__(self, net: nn.Module, process: DiscreteProcess, *, output: Output | str = Output.EPS,
@@ -81,7 +81,7 @@ class Denoiser(nn.Module):
         self.timestep_map = timestep_map
         self._label_process = process
         self._nfe = [0]  # network evaluations (batched calls); shared with respaced views of this model
-        self.guide = None  # (denoiser, x_t, t, eps) -> eps: classifier guidance, see scorekit.guidance
+        self.guide = None  # (denoiser, x_t, t, eps) -> eps: classifier guidance, see scorekit.model.guidance
 
     @property
     def nfe(self) -> int:
@@ -126,14 +126,6 @@ class Denoiser(nn.Module):
             if hasattr(self, attr):
                 setattr(d, attr, getattr(self, attr))
         return d
-
-    def conditional(self, labels, *, guidance: float = 1.0, classifier: Denoiser | None = None,
-                    classifier_scale: float = 0.0) -> Denoiser:
-        """This model for a batch whose image i has class ``labels[i]``, with classifier-free ``guidance``
-        (S = 1: the conditional model) and / or classifier guidance; see :mod:`scorekit.guidance`."""
-        from .guidance import conditional
-
-        return conditional(self, labels, guidance=guidance, classifier=classifier, classifier_scale=classifier_scale)
 
     def respaced(self, timesteps: torch.Tensor) -> Denoiser:
         """This model on a subsequence of its levels (improved DDPM's respacing); shares the network."""

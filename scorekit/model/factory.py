@@ -7,19 +7,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Config, load_config
-from .data.augment import AUGMENT_DIM
+from ..config import Config, load_config
+from ..data.augment import AUGMENT_DIM
+from ..nets.unet import UNet
+from ..processes import DiscreteProcess, SubVPProcess, VEProcess, VPProcess
+from ..processes.vdm import refresh_schedule
 from .denoiser import Denoiser
-from .nets.unet import UNet
 from .precond import EDM_SIGMA_MAX
-from .processes import DiscreteProcess, SubVPProcess, VEProcess, VPProcess
-from .processes.vdm import refresh_schedule
 
 
 def build_process(cfg: Config) -> DiscreteProcess:
     p = cfg.process
     if p.kind == "vp" and p.schedule == "learned":  # until the network's schedule is loaded: linear in gamma
-        from .processes.vdm import vp_from_gamma
+        from ..processes.vdm import vp_from_gamma
 
         return vp_from_gamma(torch.linspace(p.gamma_min, p.gamma_max, p.num_timesteps, dtype=torch.float64))
     if p.kind == "vp":
@@ -33,7 +33,7 @@ def build_net(cfg: Config) -> nn.Module:
     m, d = cfg.model, cfg.data
     augment_dim = AUGMENT_DIM if d.augment > 0 else 0
     if m.arch == "classifier":
-        from .nets.classifier import NoiseClassifier
+        from ..nets.classifier import NoiseClassifier
 
         return NoiseClassifier(resolution=d.resolution, in_ch=d.channels, num_classes=m.num_classes, ch=m.ch,
                                ch_mult=tuple(m.ch_mult), dropout=m.dropout, norm_groups=m.norm_groups or 8)
@@ -46,11 +46,11 @@ def build_net(cfg: Config) -> nn.Module:
         learned = cfg.process.schedule == "learned"
         if not (learned or m.fourier):
             return unet
-        from .nets.vdm import MonotoneGamma, VDMNet
+        from ..nets.vdm import MonotoneGamma, VDMNet
 
         gamma = MonotoneGamma(cfg.process.gamma_min, cfg.process.gamma_max) if learned else None
         return VDMNet(unet, gamma, m.fourier)
-    from .nets.refinenet import build_refinenet
+    from ..nets.refinenet import build_refinenet
 
     p = cfg.process
     return build_refinenet(m.arch, channels=d.channels, ngf=m.ngf,

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .config_checks import validate
-from .config_choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError
+from .checks import validate
+from .choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError
 
 __all__ = ["BOUND_LOSSES", "CHOICES", "CONSISTENCY_LOSSES", "FEWSTEP_LOSSES", "ConfigError", "Config", "load_config",
            "from_dict"]
@@ -141,7 +141,7 @@ class FewStepConfig:
     teacher: str = ""  # distillation: the teacher's weights and config (RUN/teacher.safetensors, copied at the start)
     guidance: float = 1.0  # a class-conditional teacher's classifier-free guidance scale, fixed during distillation
     sigma_min: float = 0.0  # the consistency boundary and the smallest level; 0 = the model's own
-    sigma_max: float = 0.0  # the largest level; 0 = the model's own, capped at 20 (scorekit.factory.fewstep_sigma_max)
+    sigma_max: float = 0.0  # the largest level; 0 = the model's own, capped at 20 (model.factory.fewstep_sigma_max)
     rho: float = 7.0  # Karras spacing of the discrete levels
     levels: int = 18  # cd: N, adjacent levels of an N-level Karras grid (Song et al. 2023: 18 on CIFAR-10)
     target_ema: float = 0.95  # cd: mu, the decay of the target network's EMA (Song et al. 2023, Table 3)
@@ -287,7 +287,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 # ----- presets ------------------------------------------------------------------------------------------
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("scorekit.presets").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in resources.files("scorekit.config.presets").iterdir() if p.name.endswith(".yaml"))
 
 
 def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
@@ -302,7 +302,7 @@ def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
 
 def preset_dict(name: str) -> dict[str, Any]:
     """The preset's YAML merged over the defaults, as a plain dict."""
-    path = resources.files("scorekit.presets") / f"{name}.yaml"
+    path = resources.files("scorekit.config.presets") / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
     return _merge(Config().to_dict(), _read_yaml(path, f"preset {name}"), "")

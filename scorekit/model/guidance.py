@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ScorekitError
+from ..processes.base import expand_like
 from .denoiser import Denoiser
-from .errors import ScorekitError
-from .processes.base import expand_like
 
 
 class GuidedNet(nn.Module):
@@ -118,12 +118,13 @@ def labels_for(spec: str | list[int], n: int, num_classes: int) -> torch.Tensor:
 @torch.no_grad()
 def classify(classifier: Denoiser, images_u8: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """A noise-conditional classifier's logits on clean images (level 0), as a judge of class agreement."""
-    from .images import from_uint8
+    from ..images import from_uint8
 
     out = []
     for i in range(0, len(images_u8), batch_size):
-        x = from_uint8(images_u8[i:i + batch_size], classifier.data_range).to(classifier.device)
-        out.append(classifier.raw(x, torch.zeros(len(x), dtype=torch.long, device=x.device)).double().cpu().numpy())
+        level = torch.zeros(len(images_u8[i:i + batch_size]), dtype=torch.long, device=classifier.device)
+        logits = classifier.raw(from_uint8(images_u8[i:i + batch_size], classifier.data_range).to(level.device), level)
+        out.append(logits.double().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -131,7 +132,7 @@ def classify(classifier: Denoiser, images_u8: torch.Tensor, batch_size: int = 50
 def classifier_accuracy(classifier: Denoiser, images_u8: torch.Tensor, labels: torch.Tensor,
                         levels: list[int], seed: int = 0) -> dict[int, float]:
     """Accuracy of a noise-conditional classifier on images noised to each level (the same noise each time)."""
-    from .images import from_uint8
+    from ..images import from_uint8
 
     x0 = from_uint8(images_u8, classifier.data_range).to(classifier.device)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0.device)

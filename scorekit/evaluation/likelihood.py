@@ -7,10 +7,11 @@ import math
 
 import torch
 
-from .denoiser import Denoiser
-from .processes.base import normal_kl
-from .rng import ImageRNG
-from .samplers.common import progress_bar
+from ..images import value_edges
+from ..model.denoiser import Denoiser
+from ..processes.base import normal_kl
+from ..rng import ImageRNG
+from ..samplers.common import progress_bar
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -83,24 +84,6 @@ def first_off_values(u8: torch.Tensor, values: torch.Tensor) -> tuple[int, int] 
         return None
     i = int(off.flatten(1).any(1).nonzero()[0])
     return i, int(u8[i][off[i]][0])
-
-
-def value_edges(values: torch.Tensor, data_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The decoder's bins for data on ``values`` (uint8): the values' centres in ``data_range`` and the K + 1 bin
-    edges, half-way between neighbouring values, the outermost at -inf / +inf (float64). With all 256 values these
-    are DDPM's bins of width (hi - lo) / 255."""
-    lo, hi = data_range
-    centres = values.double() / 255.0 * (hi - lo) + lo
-    inf = torch.tensor([math.inf], dtype=torch.float64)
-    return centres, torch.cat([-inf, (centres[1:] + centres[:-1]) / 2, inf])
-
-
-def on_values(x: torch.Tensor, values: torch.Tensor, data_range: tuple[float, float]) -> torch.Tensor:
-    """uint8 images on the data's values: each pixel of ``x`` (in ``data_range``) becomes the value whose decoder
-    bin holds it, the decoder's most likely value (its bins reach half-way to the neighbouring values)."""
-    centres, edges = value_edges(values, data_range)
-    index = torch.bucketize(x.detach().double().cpu(), edges[1:-1])
-    return values.to(torch.uint8)[index]
 
 
 def discretized_log_likelihood_on_values(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
@@ -191,8 +174,8 @@ def ode_log_likelihood(denoiser: Denoiser, x: torch.Tensor, rng: ImageRNG, *, tr
     Rademacher or Gaussian probe per image (``trace="hutchinson"``), drawn from the image's generator so
     the result is deterministic given the seed. Adaptive Dormand-Prince steps, per image.
     """
-    from .samplers.common import prior_std_hat
-    from .samplers.rk45 import dopri5
+    from ..samplers.common import prior_std_hat
+    from ..samplers.rk45 import dopri5
 
     if trace not in ("exact", "hutchinson"):
         raise ValueError(f"trace must be exact or hutchinson, got {trace!r}")
