@@ -88,28 +88,32 @@ class GaussianMixture:
 
 
 class ExactEpsNet(nn.Module):
-    """Stands in for a trained eps-network: returns E[eps | x_t] of a mixture exactly."""
+    """Stands in for a trained eps-network: returns E[eps | x_t] of a mixture exactly; ``velocity=True``: the
+    marginal velocity E[eps - x0 | x_t] instead (the flow-matching target's minimiser)."""
 
-    def __init__(self, mixture: GaussianMixture, process: DiscreteProcess):
+    def __init__(self, mixture: GaussianMixture, process: DiscreteProcess, velocity: bool = False):
         super().__init__()
-        self.mixture, self.process = mixture, process
+        self.mixture, self.process, self.velocity = mixture, process, velocity
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         t = self.process.t_of_label(label.double())
         a, s = self.process.alpha_s(t)
         x0 = self.mixture.posterior_mean(x, a, s).reshape(x.shape)
         eps = (x.double() - a.reshape(-1, *[1] * (x.ndim - 1)) * x0) / s.reshape(-1, *[1] * (x.ndim - 1))
-        return eps.to(x.dtype)
+        return (eps - x0 if self.velocity else eps).to(x.dtype)
 
 
 def exact_denoiser(mixture: GaussianMixture, process: DiscreteProcess,
                    image_shape: tuple[int, ...] | None = None,
-                   data_range: tuple[float, float] = (-1.0, 1.0)) -> Denoiser:
-    """A Denoiser whose eps-prediction is exact for ``mixture`` under ``process``."""
+                   data_range: tuple[float, float] = (-1.0, 1.0), output: str = "eps") -> Denoiser:
+    """A Denoiser whose eps-prediction (``output="eps"``) or velocity (``output="velocity"``, the straight path's
+    E[eps - x0 | x_t]) is exact for ``mixture`` under ``process``."""
+    if output not in ("eps", "velocity"):
+        raise ValueError(f"the exact denoiser outputs eps or velocity, got {output!r}")
     shape = tuple(image_shape) if image_shape is not None else (mixture.dim,)
     if math.prod(shape) != mixture.dim:
         raise ValueError(f"image shape {shape} does not hold {mixture.dim} dimensions")
-    return Denoiser(ExactEpsNet(mixture, process), process, output="eps", variance="fixedlarge",
+    return Denoiser(ExactEpsNet(mixture, process, output == "velocity"), process, output=output, variance="fixedlarge",
                     data_range=data_range, image_shape=shape if len(shape) == 3 else None)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scorekit.evaluation.likelihood import ode_log_likelihood
-from scorekit.processes import VEProcess, VPProcess
+from scorekit.processes import FlowProcess, VEProcess, VPProcess
 from scorekit.rng import ImageRNG
 from scorekit.samplers import SAMPLERS, sample
 from scorekit.samplers.ancestral import sample_ancestral
@@ -15,7 +15,9 @@ from scorekit.samplers.ode import ddim_encode, ddim_timesteps, sample_ddim, samp
 from scorekit.toy import GaussianMixture, exact_denoiser
 
 MIX = GaussianMixture([0.3, 0.7], [[-0.6, -0.4], [0.5, 0.3]], [[0.04, 0.02], [0.03, 0.05]])
-PROCESSES = {"vp": VPProcess.from_schedule("linear", 1000), "ve": VEProcess.from_ladder(20.0, 0.01, 300)}
+PROCESSES = {"vp": VPProcess.from_schedule("linear", 1000), "ve": VEProcess.from_ladder(20.0, 0.01, 300),
+             "flow": FlowProcess.from_levels(1000)}
+OUTPUT = {"vp": "eps", "ve": "eps", "flow": "velocity"}  # the flow's exact network gives E[eps - x0 | x_t]
 # (few steps, many steps) per sampler; langevin counts Langevin steps per level via n_steps_each
 STEPS = {"ancestral": (5, 300), "ddim": (5, 100), "euler": (4, 100), "heun": (3, 40), "rk45": (None, None),
          "dpm2m": (3, 40), "pc": (10, 300), "euler_ancestral": (5, 200), "langevin": (1, 3),
@@ -32,7 +34,8 @@ def _errors(x: torch.Tensor) -> torch.Tensor:
 def _run(name, d, steps, n=3000):
     opts = dict(clip_denoised=False, denoise=True)
     if name == "langevin":
-        opts.update(n_steps_each=steps, step_lr=2e-5 if d.process.kind == "ve" else 1e-5)
+        # alpha_i = step_lr (sigma_i / sigma_min)^2 must stay below sigma_i^2: the flow's sigma_min is 0.001
+        opts.update(n_steps_each=steps, step_lr={"ve": 2e-5, "vp": 1e-5, "flow": 1e-7}[d.process.kind])
         steps = None
     if name == "rk45":
         opts.update(rtol=1e-4, atol=1e-4)
@@ -41,11 +44,12 @@ def _run(name, d, steps, n=3000):
 
 # multistep consistency sampling needs a consistency function (tests/test_fewstep.py checks it with the exact one);
 # through the view of a plain denoiser it jumps to posterior means, which is not a solver of the ODE
-@pytest.mark.parametrize("kind", ["vp", "ve"])
+@pytest.mark.parametrize("kind", ["vp", "ve", "flow"])
 @pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"consistency"}))
 def test_every_sampler_approaches_the_mixture_as_steps_grow(kind, name):
-    """3000 samples: the weight's standard error is 0.008, the mean's ~0.01, the covariance's ~0.01."""
-    d = exact_denoiser(MIX, PROCESSES[kind], data_range=(-1, 1))
+    """3000 samples: the weight's standard error is 0.008, the mean's ~0.01, the covariance's ~0.01. The flow's
+    exact network is its marginal velocity (the straight path's closed form), converted by the denoiser."""
+    d = exact_denoiser(MIX, PROCESSES[kind], data_range=(-1, 1), output=OUTPUT[kind])
     few, many = STEPS[name]
     good = _errors(_run(name, d, many))
     assert good[0] < 0.03 and good[1] < 0.05 and good[2] < 0.04, f"{name}: {good.tolist()}"
@@ -102,9 +106,9 @@ def test_ddim_timesteps_as_in_the_ddim_code():
     assert quad[0] == 0 and quad[-1] == 800 and len(quad) == 10
 
 
-@pytest.mark.parametrize("kind", ["vp", "ve"])
+@pytest.mark.parametrize("kind", ["vp", "ve", "flow"])
 def test_ode_likelihood_equals_the_analytic_log_density(kind):
-    d = exact_denoiser(MIX, PROCESSES[kind])
+    d = exact_denoiser(MIX, PROCESSES[kind], output=OUTPUT[kind])
     x = torch.tensor([[0.0, 0.0], [0.5, 0.3], [-0.6, -0.3], [0.9, -0.5]], dtype=torch.float64)
     truth = MIX.noised(1.0, d.sigma_min).log_prob(x)
     got = ode_log_likelihood(d, x, ImageRNG(0, 4), trace="exact")["logp"]

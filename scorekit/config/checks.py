@@ -121,6 +121,9 @@ def validate(cfg):
                           "family: ncsn")
     if cfg.family == "ncsn" and p.kind != "ve":
         raise ConfigError("family: ncsn is the VE process (process.kind=ve); DDPM's VP process is family: ddpm")
+    if (cfg.family == "flow") != (p.kind == "flow"):
+        raise ConfigError(f"family: flow and process.kind=flow go together (got family={cfg.family}, "
+                          f"process.kind={p.kind})")
     tc = cfg.training
     if tc.loss == "likelihood" and m.arch != "unet":
         raise ConfigError(f"training.loss: likelihood trains at fractional noise levels, which needs the U-Net "
@@ -132,7 +135,38 @@ def validate(cfg):
                           f"likelihood), got training.loss={tc.loss}")
     _check_vdm(cfg)
     _check_fewstep(cfg)
+    _check_flow(cfg)
     return cfg
+
+
+FLOW_LOSSES = ("fm", "edm", "mse", "cd", "ect", "ict", "pd")
+
+
+def _check_flow(cfg) -> None:
+    """The straight path (process.kind=flow) and its objective (training.loss=fm)."""
+    p, m, tc = cfg.process, cfg.model, cfg.training
+    if tc.loss == "fm" and p.kind != "flow":
+        raise ConfigError(f"training.loss: fm is the flow-matching loss of the straight path (process.kind=flow), "
+                          f"got process.kind={p.kind}")
+    if tc.t_sampling in ("logit_normal", "mode") and tc.loss != "fm":
+        raise ConfigError(f"training.t_sampling: {tc.t_sampling} draws the flow's time for training.loss=fm, got "
+                          f"training.loss={tc.loss}")
+    if tc.mode_scale <= -1 or tc.mode_scale >= 2 / (3.141592653589793 - 2):
+        raise ConfigError(f"training.mode_scale: SD3's mode sampling is monotone for -1 < s < 1.75, got "
+                          f"{tc.mode_scale}")
+    if p.kind != "flow":
+        return
+    if tc.loss not in FLOW_LOSSES:
+        raise ConfigError(f"training.loss: {tc.loss} is a loss of the discrete chain or the VE / VP families; a flow "
+                          f"(process.kind=flow) trains with {', '.join(FLOW_LOSSES)}")
+    if m.variance.startswith("learned"):
+        raise ConfigError(f"model.variance: a flow has no learned reverse variance (its chain is deterministic "
+                          f"between levels); use fixedlarge, got {m.variance}")
+    if m.arch != "unet":
+        raise ConfigError(f"model.arch: a flow's network reads the continuous time 1000 t, which needs the U-Net "
+                          f"(model.arch=unet), got {m.arch}")
+    if m.output in ("mean", "score", "sigma_score", "v"):
+        raise ConfigError(f"model.output: a flow's network predicts velocity (eps - x0), eps or x0, got {m.output}")
 
 
 def _check_vdm(cfg) -> None:

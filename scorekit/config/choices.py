@@ -12,18 +12,18 @@ class ConfigError(ScorekitError, ValueError):
 
 # Allowed values of the string-valued keys (the single source of truth for validation and --help).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "family": ("ddpm", "ncsn"),
+    "family": ("ddpm", "ncsn", "flow"),
     "data.dataset": ("digits", "cifar10", "folder", "zip", "lsun", "celeba"),
     "data.dequantize": ("none", "uniform"),
-    "process.kind": ("vp", "ve", "subvp"),
+    "process.kind": ("vp", "ve", "subvp", "flow"),
     "process.schedule": ("linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine", "learned"),
     "process.ladder": ("geometric", "uniform"),
     "model.arch": ("unet", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest", "classifier"),
-    "model.output": ("eps", "x0", "mean", "score", "sigma_score", "v"),
+    "model.output": ("eps", "x0", "mean", "score", "sigma_score", "v", "velocity"),
     "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
     "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood", "vdm", "cd", "ect", "ict",
-                      "pd"),
-    "training.t_sampling": ("uniform", "importance"),
+                      "pd", "fm"),
+    "training.t_sampling": ("uniform", "importance", "logit_normal", "mode"),
     "model.precond": ("none", "edm"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),

@@ -50,9 +50,9 @@ class DataConfig:
 
 @dataclass
 class ProcessConfig:
-    kind: str = "vp"  # vp (DDPM) | ve (NCSN) | subvp (Song et al. 2021; the vp keys)
+    kind: str = "vp"  # vp (DDPM) | ve (NCSN) | subvp (Song et al. 2021; the vp keys) | flow (x = (1-t) x0 + t eps)
     schedule: str = "linear"  # vp: beta schedule, or learned (VDM's gamma(t), trained with training.loss=vdm)
-    num_timesteps: int = 1000  # vp: T
+    num_timesteps: int = 1000  # vp: T; flow: N levels t_i = (i + 1) / (N + 1)
     beta_start: float = 1e-4  # vp
     beta_end: float = 0.02  # vp
     gamma_min: float = -13.3  # vp, schedule learned: gamma(0) = -log SNR at the least noise, initially (VDM)
@@ -72,7 +72,7 @@ class ModelConfig:
     attn_resolutions: list[int] = field(default_factory=lambda: [16])  # unet
     dropout: float = 0.1  # unet
     ngf: int = 128  # ncsn*: base channels
-    output: str = "eps"  # what the network outputs: eps | x0 | mean | score | sigma_score | v
+    output: str = "eps"  # what the network outputs: eps | x0 | mean | score | sigma_score | v | velocity (eps - x0)
     variance: str = "fixedlarge"  # reverse-process variance: fixedlarge | fixedsmall | learned_range | learned
     num_classes: int = 0  # class-conditional with this many classes (0 = unconditional)
     precond: str = "none"  # edm: D = c_skip x + c_out F(c_in x; ln(sigma)/4) (EDM Table 1); none: the output's own
@@ -95,13 +95,16 @@ class TrainingConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
     loss: str = "mse"  # mse (L_simple) | kl = vlb | hybrid | dsm (NCSN) | edm | likelihood | vdm | cd | ect | ict | pd
+    # | fm (conditional flow matching, process.kind=flow)
     vdm_steps: int = 0  # vdm: 0 = VDM's continuous-time bound; T' > 0 = its discrete-time bound on T' steps
     t_sampling: str = "uniform"  # uniform | importance (vlb: improved DDPM's; likelihood: uniform in log sigma)
+    # | logit_normal (fm: SD3's logit(t) ~ N(p_mean, p_std^2)) | mode (fm: SD3's heavy-tailed, scale mode_scale)
     anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
     grad_accum: int = 1  # micro-batches per optimizer step
     label_dropout: float = 0.0  # classifier-free guidance: probability that a label is replaced by "no class"
-    p_mean: float = -1.2  # edm loss: ln(sigma) ~ N(p_mean, p_std^2)
-    p_std: float = 1.2
+    p_mean: float = -1.2  # edm loss: ln(sigma) ~ N(p_mean, p_std^2); fm, logit_normal: logit(t) = ln(sigma), SD3's m
+    p_std: float = 1.2  # fm, logit_normal: SD3's s
+    mode_scale: float = 1.29  # fm, t_sampling=mode: SD3's s in t = 1 - u - s (cos^2(pi u / 2) - 1 + u)
     snapshot_every: int = 0  # post-hoc EMA (EDM2): save the power-function EMAs every this many steps; 0 = off
     phema_sigma_rel: list[float] = field(default_factory=lambda: [0.05, 0.10])  # their relative widths
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
@@ -166,7 +169,8 @@ class EvalConfig:
 class Config:
     name: str = "custom"
     description: str = ""
-    family: str = "ddpm"  # ddpm (VP process, data in [-1, 1]) | ncsn (VE process, data in [0, 1]); any network
+    family: str = "ddpm"  # ddpm (VP process, data in [-1, 1]) | ncsn (VE process, data in [0, 1]) | flow (the
+    # straight path, data in [-1, 1]); any network
     data: DataConfig = field(default_factory=DataConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

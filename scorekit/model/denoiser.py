@@ -28,6 +28,7 @@ class Output(str, Enum):
     SCORE = "score"  # NCSN v1: s_theta(x, sigma) directly
     SIGMA_SCORE = "sigma_score"  # NCSNv2 technique 3: the net gives sigma * score = -eps, divided by sigma
     V = "v"  # Salimans & Ho 2022: v = a eps - s x0 (VP); x0 = x/(1 + sigma^2) - sigma/sqrt(1 + sigma^2) v
+    VELOCITY = "velocity"  # flow matching: u = eps - x0, the straight path's dx/dt; x0 = (x_t - s u) / (a + s)
 
 
 class Variance(str, Enum):
@@ -215,6 +216,10 @@ class Denoiser(nn.Module):
             sig = expand_like(s / a, x_t)
             x0 = x_t / (expand_like(a, x_t) * (1 + sig**2)) - sig / (1 + sig**2).sqrt() * out
             eps = None
+        elif self.output is Output.VELOCITY:  # x_t = a x0 + s (u + x0), whatever the path
+            a, s = p.alpha_s(t)
+            x0 = (x_t - expand_like(s, x_t) * out) / expand_like(a + s, x_t)
+            eps = out + x0
         else:  # SIGMA_SCORE
             eps = -out
             x0 = p.x0_from_eps(x_t, t, eps)

@@ -10,7 +10,7 @@ from torch import nn
 from ..config import Config, load_config
 from ..data.augment import AUGMENT_DIM
 from ..nets.unet import UNet
-from ..processes import DiscreteProcess, SubVPProcess, VEProcess, VPProcess
+from ..processes import DiscreteProcess, FlowProcess, SubVPProcess, VEProcess, VPProcess
 from ..processes.vdm import refresh_schedule
 from .denoiser import Denoiser
 from .precond import EDM_SIGMA_MAX
@@ -24,6 +24,8 @@ def build_process(cfg: Config) -> DiscreteProcess:
         return vp_from_gamma(torch.linspace(p.gamma_min, p.gamma_max, p.num_timesteps, dtype=torch.float64))
     if p.kind == "vp":
         return VPProcess.from_schedule(p.schedule, p.num_timesteps, p.beta_start, p.beta_end)
+    if p.kind == "flow":
+        return FlowProcess.from_levels(p.num_timesteps)
     if p.kind == "subvp":
         return SubVPProcess.from_schedule(p.schedule, p.num_timesteps, p.beta_start, p.beta_end)
     return VEProcess.from_ladder(p.sigma_begin, p.sigma_end, p.num_levels, p.ladder)
@@ -60,7 +62,7 @@ def build_net(cfg: Config) -> nn.Module:
 
 
 def data_range(cfg: Config) -> tuple[float, float]:
-    """DDPM models data in [-1, 1], NCSN in [0, 1]."""
+    """DDPM and flows model data in [-1, 1], NCSN in [0, 1]."""
     return (0.0, 1.0) if cfg.process.kind == "ve" else (-1.0, 1.0)
 
 

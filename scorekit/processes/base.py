@@ -98,6 +98,11 @@ class DiscreteProcess:
         """a as a function of sigma (VP: 1/sqrt(1 + sigma^2); VE: 1)."""
         raise NotImplementedError
 
+    def prior_var_hat(self, sigma: float) -> float:
+        """Variance of the prior of x_hat = x_t / a at level sigma: sigma^2 + the data variance the prior assumes
+        (VP: 1 + sigma^2, i.e. N(0, I) for x_t; VE: sigma^2)."""
+        return sigma**2 + self.prior_data_variance
+
     def to(self, device: torch.device | str) -> DiscreteProcess:
         """Move every table to ``device`` (float64 is kept; MPS, which lacks it, gets float32)."""
         device = torch.device(device)

@@ -31,16 +31,17 @@ def respace(denoiser: Denoiser, steps: int | None, schedule: str = "uniform",
 
 
 def prior_x(denoiser: Denoiser, shape: tuple[int, ...], rng, t: int) -> torch.Tensor:
-    """x_t at level t from the prior, N(0, a_t^2 prior_data_variance + s_t^2) (VP: N(0, I); VE: N(0, sigma_t^2))."""
+    """x_t at level t from the prior, a_t times the prior of x_hat (VP and flow: N(0, I); VE: N(0, sigma_t^2))."""
     p = denoiser.process
-    std = (float(p.a[t]) ** 2 * p.prior_data_variance + float(p.s[t]) ** 2) ** 0.5
+    a, s, sigma = float(p.a[t]), float(p.s[t]), float(p.sigmas[t])
+    std = (a**2 * (p.prior_var_hat(sigma) - sigma**2) + s**2) ** 0.5
     return rng.randn(*shape[1:]).to(denoiser.device) * std
 
 
 def prior_std_hat(denoiser: Denoiser, sigma: float) -> float:
-    """Std of the prior of x_hat = x0 + sigma eps: sqrt(sigma^2 + the data variance the process's prior
-    assumes) (VP: sqrt(1 + sigma^2), i.e. N(0, I) for x_t; VE: sigma)."""
-    return (sigma**2 + denoiser.process.prior_data_variance) ** 0.5
+    """Std of the prior of x_hat = x0 + sigma eps (VP: sqrt(1 + sigma^2), i.e. N(0, I) for x_t; VE: sigma; flow:
+    1 + sigma, N(0, I) for x_tau)."""
+    return denoiser.process.prior_var_hat(sigma) ** 0.5
 
 
 def prior_sample(denoiser: Denoiser, shape: tuple[int, ...], rng, sigma: float) -> torch.Tensor:

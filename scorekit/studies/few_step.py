@@ -9,20 +9,17 @@ with the interval of that ratio; the report says which targets are met, missed o
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from ..metrics.intervals import fmt_interval, mean_interval, ratio_interval, verdict
+from ..metrics.intervals import fmt_interval, ratio_interval, verdict
 from .runner import (
     Arm,
     Context,
-    judged,
-    judges_tag,
+    fd_text,
     markdown_table,
-    measured,
-    sample_images,
+    seeded_fd,
     train_arms,
+    training_cost,
     write_csv,
     write_report,
 )
@@ -91,42 +88,6 @@ def _specs(cfg, role: str) -> list[tuple[str, str, dict, int]]:
     return [(f"consistency {n}", "consistency", {"steps": n}, SEEDS) for n in NFE]
 
 
-def _fd(ctx: Context, denoiser, meter, run, sampler: str, options: dict, seeds: int, grid=None) -> dict:
-    """Every judge's FD of ``seeds`` sample seeds (kept in the run's eval/ folder); ``grid``: where to draw the
-    first 100 samples of the first seed."""
-    from ..images import save_grid
-
-    def compute(seed: int) -> dict:
-        denoiser.nfe = 0
-        out = sample_images(denoiser, ctx.n, seed=seed, sampler=sampler, options=options, batch_size=500)
-        if grid is not None and seed == ctx.seed:
-            save_grid(grid, out["samples"][:100])
-        return {**judged(meter, out["samples"]), "nfe": denoiser.nfe / -(-ctx.n // 500), "n": ctx.n, "seed": seed}
-
-    opts = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
-    rows = [measured(run, f"{NAME}_{sampler}_{opts}_n{ctx.n}_seed{s}{judges_tag(meter)}", lambda s=s: compute(s))
-            for s in range(ctx.seed, ctx.seed + seeds)]
-    out = {"seeds": len(rows), "nfe": rows[0]["nfe"], "judges": {}}
-    for name in meter.names:
-        values = [r["fds"][name] for r in rows]
-        mean, lo, hi = mean_interval(values)
-        out["judges"][name] = {"fd": mean, "low": lo, "high": hi, "values": values,
-                               "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
-    out["fd"] = out["judges"][meter.name]["fd"]
-    return out
-
-
-def _cost(run, cfg) -> dict:
-    """Training wall time from the run's logged throughput, and the images it saw."""
-    total, last = 0.0, 0
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row.get("images_per_s", 0) > 0:
-            total += (row["step"] - last) * cfg.training.batch_size / row["images_per_s"]
-            last = row["step"]
-    return {"train_s": total, "images": cfg.training.steps * cfg.training.batch_size}
-
-
 def run(ctx: Context, command: str) -> dict:
     from ..errors import ScorekitError
     from ..run import load
@@ -156,19 +117,15 @@ def run(ctx: Context, command: str) -> dict:
     (ctx.folder / "grids").mkdir(parents=True, exist_ok=True)
     for tag, role, label, run_dir in runs:
         d = load(run_dir, device=ctx.device)
-        cost = _cost(run_dir, d.config)
+        cost = training_cost(run_dir, d.config)
         for spec, sampler, options, seeds in _specs(d.config, "teacher" if role == "teacher" else role):
             grid = ctx.folder / "grids" / f"{run_dir.name}_{sampler}_{'_'.join(map(str, options.values()))}.png"
-            r = _fd(ctx, d, meter, run_dir, sampler, options, seeds, grid)
+            r = seeded_fd(ctx, NAME, d, meter, run_dir, sampler, options, seeds, grid)
             rows.append({"teacher": tag, "method": role, "run": label, "sampler": spec, "grid": str(grid), **cost,
                          **r})
             ctx.say(f"    {label}, {spec}: NFE {r['nfe']:.0f}, "
-                    + ", ".join(f"{name} {_fd_text(j)}" for name, j in r["judges"].items()))
+                    + ", ".join(f"{name} {fd_text(j)}" for name, j in r["judges"].items()))
     return _report(ctx, command, meter, rows)
-
-
-def _fd_text(j: dict) -> str:
-    return fmt_interval(j["fd"], j["low"], j["high"]) if j["low"] is not None else f"{j['fd']:.2f} (1 seed)"
 
 
 def _ratios(rows: list[dict], names: list[str]) -> None:
@@ -257,7 +214,7 @@ def _report(ctx: Context, command: str, meter, rows: list[dict]) -> dict:
         cells = [r["run"], r["sampler"], f"{r['nfe']:.0f}"]
         for name in names:
             j = r["judges"][name]
-            cells += [_fd_text(j), fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"])]
+            cells += [fd_text(j), fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"])]
         cells += [f"{r['train_s']:.0f}", f"{r['time_vs_teacher']:.2f}" if r["time_vs_teacher"] is not None else "–",
                   f"{r['images_vs_teacher']:.2f}"]
         body_rows.append(cells)

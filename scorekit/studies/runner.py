@@ -167,6 +167,52 @@ def sample_images(denoiser, n: int, *, seed: int, options: dict | None = None, s
     return {k: torch.cat(v) for k, v in out.items() if v}
 
 
+def seeded_fd(ctx: Context, name: str, denoiser, meter, run, sampler: str, options: dict, seeds: int,
+              grid=None) -> dict:
+    """Every judge's FD of ``seeds`` sample seeds (kept in the run's eval/ folder under the study's ``name``), each
+    judge's mean with its 95% interval and the values; ``grid``: where to draw the first 100 samples of the first
+    seed."""
+    from ..images import save_grid
+    from ..metrics.intervals import mean_interval
+
+    def compute(seed: int) -> dict:
+        denoiser.nfe = 0
+        out = sample_images(denoiser, ctx.n, seed=seed, sampler=sampler, options=options, batch_size=500)
+        if grid is not None and seed == ctx.seed:
+            save_grid(grid, out["samples"][:100])
+        return {**judged(meter, out["samples"]), "nfe": denoiser.nfe / -(-ctx.n // 500), "n": ctx.n, "seed": seed}
+
+    opts = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
+    rows = [measured(run, f"{name}_{sampler}_{opts}_n{ctx.n}_seed{s}{judges_tag(meter)}", lambda s=s: compute(s))
+            for s in range(ctx.seed, ctx.seed + seeds)]
+    out = {"seeds": len(rows), "nfe": rows[0]["nfe"], "judges": {}}
+    for judge in meter.names:
+        values = [r["fds"][judge] for r in rows]
+        mean, lo, hi = mean_interval(values)
+        out["judges"][judge] = {"fd": mean, "low": lo, "high": hi, "values": values,
+                               "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    out["fd"] = out["judges"][meter.name]["fd"]
+    return out
+
+
+def training_cost(run, cfg) -> dict:
+    """Training wall time from the run's logged throughput, and the images it saw."""
+    total, last = 0.0, 0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row.get("images_per_s", 0) > 0:
+            total += (row["step"] - last) * cfg.training.batch_size / row["images_per_s"]
+            last = row["step"]
+    return {"train_s": total, "images": cfg.training.steps * cfg.training.batch_size}
+
+
+def fd_text(j: dict) -> str:
+    """A judge's FD with its interval, or its one seed."""
+    from ..metrics.intervals import fmt_interval
+
+    return fmt_interval(j["fd"], j["low"], j["high"]) if j["low"] is not None else f"{j['fd']:.2f} (1 seed)"
+
+
 # ----- the report ---------------------------------------------------------------------------------------
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -84,6 +84,8 @@ def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, 
         t, weight = continuous_levels(process, B, g, device, tc.t_sampling)
     elif tc.loss == "vdm":  # VDM's low-discrepancy times (Appendix I.1), as fractional levels
         t = low_discrepancy(torch.rand((), generator=g, device=device, dtype=torch.float64), B) * (num_levels - 1)
+    elif tc.loss == "fm":
+        t = flow_levels(cfg, process, B, g, device)
     elif t_sampler is not None:
         t, weight = t_sampler.draw(B, g, device)
     else:
@@ -95,6 +97,22 @@ def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, 
     sigma = edm_sigmas(cfg, B, g, device) if tc.loss == "edm" else None
     augment = draw_augment(cfg.data.augment, B, shape[-1], g, device) if cfg.data.augment else None
     return Draws(t, noise, flip, dequant, drop, sigma, augment, weight)
+
+
+def flow_levels(cfg: Config, process: DiscreteProcess, n: int, g: torch.Generator, device) -> torch.Tensor:
+    """The flow's training times as fractional levels (float64): uniform over the levels' range [t_0, t_{N-1}], or
+    SD3's logit-normal (m, s) = (p_mean, p_std) or heavy-tailed mode sampling, clamped to that range."""
+    from ..processes.flow import logit_normal_tau, mode_tau
+
+    tc = cfg.training
+    if tc.t_sampling == "logit_normal":
+        tau = logit_normal_tau(n, g, device, tc.p_mean, tc.p_std)
+    elif tc.t_sampling == "mode":
+        tau = mode_tau(n, g, device, tc.mode_scale)
+    else:
+        lo, hi = float(process.taus[0]), float(process.taus[-1])
+        tau = lo + (hi - lo) * torch.rand(n, generator=g, device=device, dtype=torch.float64)
+    return process.t_of_tau(tau.to(process.device)).to(device)
 
 
 def edm_sigmas(cfg: Config, n: int, g: torch.Generator, device) -> torch.Tensor:

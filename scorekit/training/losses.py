@@ -23,6 +23,8 @@ def mse_target(denoiser: Denoiser, x0: torch.Tensor, x_t: torch.Tensor, t: torch
         return eps
     if out is Output.X0:
         return x0
+    if out is Output.VELOCITY:
+        return eps - x0
     if out is Output.MEAN:
         return denoiser.process.q_posterior(x0, x_t, t)[0]
     if out is Output.V:  # (eps - sigma x0) / sqrt(1 + sigma^2), sigma = s / a (VP: a eps - s x0)
@@ -58,6 +60,20 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
             raise ValueError("the hybrid loss needs a learned variance (model.variance=learned_range or learned)")
         loss = loss + hybrid_weight * vb_terms_bpd(denoiser, x0, x_t, t, raw=torch.cat([out.detach(), v], 1))[0]
     return loss
+
+
+def fm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None = None,
+            aug: torch.Tensor | None = None) -> torch.Tensor:
+    """The conditional flow-matching loss (Lipman et al. 2022, Eq. 23; SD3 Eq. 2-3), per image: ||v_hat(x_t, t) -
+    (eps - x0)||^2 averaged over pixels, x_t = (1 - t) x0 + t eps at (fractional) levels t. A velocity network is
+    regressed directly; an eps or x0 network through its velocity eps_hat - x0_hat (the same loss in v-space)."""
+    x_t = denoiser.process.q_sample(x0, t, eps)
+    if denoiser.output is Output.VELOCITY and denoiser.precond == "none":
+        v_hat = denoiser.raw(x_t, t, y, aug).to(x0.dtype)
+    else:
+        pred = denoiser(x_t, t, y=y, aug=aug)
+        v_hat = (pred.eps - pred.x0).to(x0.dtype)
+    return mean_flat((v_hat - (eps - x0)) ** 2)
 
 
 def dsm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
