@@ -28,12 +28,13 @@ FILES = {
     "guidance": ["guidance.csv", "guidance.png", "guidance.json"],
     "recipes": ["recipes.csv", "recipes.png", "recipes.json"],
     "few-step": ["few-step.csv", "few-step.png", "few-step.json"],
+    "flows": ["flows.csv", "flows.json"],
 }
 
 
 def study(name, folder, *extra):
     overrides = {"ddpm-objectives": TINY_DDPM, "guidance": TINY_DDPM, "recipes": TINY_DDPM + TINY_NCSN,
-                 "few-step": TINY_DDPM}
+                 "few-step": TINY_DDPM, "flows": TINY_DDPM}
     overrides = overrides.get(name, TINY_NCSN)
     assert main(["study", name, "--out", str(folder), "--steps", "6", "--n", "24", "--checkpoints", "2",
                  "--no-progress", *extra, *overrides, "training.batch_size=16"]) == 0
@@ -46,12 +47,15 @@ def _eval(folder, arm, key):
 
 @pytest.mark.parametrize("name", list(FILES))
 def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_path, capsys, monkeypatch):
+    import scorekit.studies.flows as fl
     import scorekit.studies.ncsn_techniques as nt
     import scorekit.studies.recipes as rc
 
     monkeypatch.setattr(nt, "NCSN_V1", [*nt.NCSN_V1[:3], "sampling.n_steps_each=2", nt.NCSN_V1[4]])  # fast sampling
     monkeypatch.setattr(rc, "SEEDS", 2)
     monkeypatch.setattr(rc, "SWEEP", (0.05, 0.1, 0.2))
+    monkeypatch.setattr(fl, "SEEDS", 2)
+    monkeypatch.setattr(fl, "BPD_IMAGES", 4)
     res = study(name, tmp_path)
     for f in ["report.md", *FILES[name]]:
         if f.endswith(".csv"):  # a header and a row per measurement (short numbers can make it under 100 bytes)
@@ -133,6 +137,21 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
         assert one["images_vs_teacher"] == pytest.approx(2 / 6)  # 0.4 x 6 steps, rounded
         student = load_config(tmp_path / "runs" / "ddpm-ect" / "config.yaml")
         assert student.model.consistency and student.model.output == "v" and student.fewstep.teacher
+    elif name == "flows":
+        rows = {r["arm"]: r for r in res["rows"]}
+        assert list(rows) == ["ddpm", "edm", "fm-uniform", "fm"]
+        for arm, row in rows.items():
+            files = sorted((tmp_path / "runs" / arm / "eval").glob("flows_*_n24_seed*_proxy-hog.json"))
+            kept = [json.loads(f.read_text()) for f in files]
+            assert [f.name.split("_seed")[1][0] for f in files] == ["0", "1"]
+            assert row["judges"]["HOG FD"]["values"] == [k["fds"]["HOG FD"] for k in kept]
+            bpd = _eval(tmp_path, arm, "flows_ode_bpd_n4_seed0")
+            assert row["bpd"] == bpd["bpd"] and bpd["n"] == 4
+        assert rows["edm"]["judges"]["proxy FD"]["ratio"] == 1.0 and rows["edm"]["time_vs_edm"] == 1.0
+        assert rows["fm"]["sampler"] == "heun" and rows["ddpm"]["sampler"] == "dpm2m_sde"  # sampling.steps=0 here
+        assert load_config(tmp_path / "runs" / "fm-uniform" / "config.yaml").training.t_sampling == "uniform"
+        assert load_config(tmp_path / "runs" / "fm" / "config.yaml").process.kind == "flow"
+        assert "fm-digits no worse than edm-digits" in report
     else:
         rows = {r["arm"]: r for r in res["rows"]}
         assert len(rows) == 6

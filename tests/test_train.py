@@ -50,10 +50,12 @@ EDM_RECIPE = ["model.precond=edm", "training.loss=edm", "model.output=x0", "data
 VLB_IS = ["model.variance=learned_range", "training.loss=vlb", "training.t_sampling=importance",
           "process.num_timesteps=4", "process.beta_end=0.5"]
 LIKELIHOOD = ["training.loss=likelihood", "training.t_sampling=importance"]
+FLOW = ["family=flow", "process.kind=flow", "model.output=velocity", "training.loss=fm",
+        "training.t_sampling=logit_normal", "training.p_mean=0", "training.p_std=1"]
 
 
-@pytest.mark.parametrize("recipe", [[], EDM_RECIPE, VLB_IS, LIKELIHOOD],
-                         ids=["ddpm", "edm+augment+phema", "vlb+importance", "likelihood"])
+@pytest.mark.parametrize("recipe", [[], EDM_RECIPE, VLB_IS, LIKELIHOOD, FLOW],
+                         ids=["ddpm", "edm+augment+phema", "vlb+importance", "likelihood", "flow"])
 def test_resume_is_bit_identical(tmp_path, recipe):
     """2N steps in one go == N steps, a restart, N more (dropout on, so the RNG handling matters); with EDM's
     recipe the augmentations, noise levels, power-function EMAs and their snapshots continue exactly too."""

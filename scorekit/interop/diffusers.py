@@ -211,6 +211,9 @@ def export_refusal(cfg: Config) -> str | None:
     if cfg.training.loss == "pd":
         return ("training.loss=pd: a progressively distilled student samples on its own few DDIM levels; "
                 "DDPMPipeline would run it on all 1000")
+    if cfg.process.kind == "flow":
+        return ("process.kind=flow: DDPMScheduler is the VP (DDPM) process; the export of a flow run to "
+                "FlowMatchEulerDiscreteScheduler is not written yet")
     if cfg.process.kind != "vp":
         return f"process.kind={cfg.process.kind}: diffusers' DDPMScheduler is the VP (DDPM) process"
     if cfg.process.schedule == "learned":

@@ -52,7 +52,8 @@ def run(ctx: Context, command: str) -> dict:
         d = load(run_dir, device=ctx.device)
         sc = d.config.sampling
         options = {"steps": sc.steps} if sc.steps else {}
-        r = seeded_fd(ctx, NAME, d, meter, run_dir, sc.sampler, options, SEEDS, ctx.folder / "grids" / f"{arm.name}.png")
+        grid = ctx.folder / "grids" / f"{arm.name}.png"
+        r = seeded_fd(ctx, NAME, d, meter, run_dir, sc.sampler, options, SEEDS, grid)
 
         def bpd(d=d):
             out = bits_per_dim(d, split="test", n=BPD_IMAGES, seed=ctx.seed, method="ode")

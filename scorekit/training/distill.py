@@ -70,10 +70,11 @@ def student_config(teacher: Config, method: str, steps: int, overrides: list[str
                 "training.snapshot_every": 0, "training.test_every": 0, "training.label_dropout": 0.0,
                 "training.t_sampling": "uniform", "eval.bpd_images": 0,
                 "name": f"{teacher.name}-{method}", "description": f"{method} student of {teacher.name}"}
-    if teacher.process.kind != "ve" and teacher.model.precond != "edm" and teacher.model.output != "x0":
+    if teacher.process.kind not in ("ve", "flow") and teacher.model.precond != "edm" and teacher.model.output != "x0":
         # an eps (or score, or mean) network on a VP process reaches sigma ~ 157, where x0 = x - sigma eps would
         # amplify its error a hundredfold in one jump: the student predicts v instead (Salimans & Ho 2022), the
-        # same network read as v = a eps - s x0, which equals the teacher's eps at low noise
+        # same network read as v = a eps - s x0, which equals the teacher's eps at low noise (a flow's velocity
+        # gives x0 = x - t u, well conditioned at every level: it keeps its output)
         settings["model.output"] = "v"
     if teacher.model.num_classes:  # the student learns the guided teacher's flow, conditioned on the class
         settings.update({"fewstep.guidance": teacher.sampling.guidance, "sampling.guidance": 1.0})

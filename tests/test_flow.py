@@ -1,0 +1,175 @@
+"""The flow family (issue 38): the straight path x = (1 - t) x0 + t eps as a process, the velocity output, the
+conditional flow-matching loss and its time samplers, checked against closed forms on Gaussian data; the
+configurations a flow refuses. (Every sampler and the ODE likelihood on the flow's exact mixture velocity:
+tests/test_samplers.py; exact resume of a flow run: tests/test_train.py.)"""
+
+import math
+
+import pytest
+import torch
+
+from scorekit.config import ConfigError, load_config
+from scorekit.model.denoiser import Denoiser
+from scorekit.processes import FlowProcess
+from scorekit.processes.flow import logit_normal_density, logit_normal_tau, mode_tau
+from scorekit.toy import GaussianMixture, exact_denoiser
+from scorekit.training.draws import flow_levels
+from scorekit.training.losses import fm_loss
+
+P = FlowProcess.from_levels(1000)
+M, V, D = 0.3, 0.2, 16  # Gaussian data N(M, V I) in D dimensions
+GAUSS = GaussianMixture.gaussian(M, V**0.5, D)
+
+
+def test_the_path_and_its_levels():
+    assert torch.allclose(P.taus, torch.arange(1, 1001, dtype=torch.float64) / 1001)
+    assert torch.allclose(P.a, 1 - P.taus) and torch.allclose(P.s, P.taus)
+    t = torch.tensor([0.0, 0.5, 17.25, 998.75, 999.0], dtype=torch.float64)
+    tau = (t + 1) / 1001  # fractional levels are exact points of the continuous path
+    assert torch.allclose(P.tau(t), tau)
+    a, s = P.alpha_s(t)
+    assert torch.allclose(a, 1 - tau) and torch.allclose(s, tau)
+    assert torch.allclose(P.sigma(t), tau / (1 - tau))
+    assert torch.allclose(P.t_of_sigma(P.sigma(t)), t) and torch.allclose(P.t_of_tau(tau), t)
+    assert torch.allclose(P.net_label(t), 1000 * tau) and torch.allclose(P.t_of_label(1000 * tau), t)
+    x0, eps = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    assert torch.allclose(P.q_sample(x0, t, eps), (1 - tau)[:, None] * x0 + tau[:, None] * eps)
+    # the Markov chain between levels has the path's marginals: a_t = alpha a_{t-1}, s_t^2 = alpha^2 s_{t-1}^2 + step
+    alpha = P.a[1:] / P.a[:-1]
+    assert torch.allclose(P.s[1:] ** 2, alpha**2 * P.s[:-1] ** 2 + P.step_variance[1:])
+    sub = P.subset(torch.tensor([0, 500, 999]))
+    assert torch.equal(sub.taus, P.taus[[0, 500, 999]])
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        FlowProcess(torch.tensor([0.5, 1.0]))
+
+
+def test_the_velocity_output_converts_like_eps():
+    """A network giving the marginal velocity E[eps - x0 | x_t] and one giving E[eps | x_t] are the same model."""
+    mix = GaussianMixture([0.4, 0.6], [[-0.5] * 4, [0.4] * 4], 0.05)
+    dv, de = exact_denoiser(mix, P, output="velocity"), exact_denoiser(mix, P, output="eps")
+    x = torch.randn(6, 4, dtype=torch.float64)
+    t = torch.tensor([0.3, 10.5, 200.0, 500.25, 900.0, 998.5], dtype=torch.float64)
+    pv, pe = dv(x, t), de(x, t)
+    # (the network's label 1000 t is float32: near t = 1 the eps network's x0 = (x - t eps) / (1 - t) amplifies it)
+    assert torch.allclose(pv.x0, pe.x0, atol=1e-3) and torch.allclose(pv.eps, pe.eps, atol=1e-3)
+    assert torch.allclose(pv.x0[:4], pe.x0[:4], atol=1e-6) and torch.allclose(pv.eps[:4], pe.eps[:4], atol=1e-6)
+    tau = P.tau(t)[:, None]
+    assert torch.allclose(pv.x0, x - tau * pv.out, atol=1e-12)  # x0 = x_t - t v (spec, beyond.md)
+    assert torch.allclose(pv.eps, x + (1 - tau) * pv.out, atol=1e-9)  # eps = x_t + (1 - t) v
+
+
+def _gaussian_velocity(x_t, tau):
+    """E[eps - x0 | x_t] for x0 ~ N(M, V): E[x0 | x_t] = M + a V (x_t - a M) / (a^2 V + t^2), a = 1 - t."""
+    a = 1 - tau
+    x0 = M + a * V * (x_t - a * M) / (a * a * V + tau * tau)
+    return (x_t - a * x0) / tau - x0
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 0.9])
+def test_the_loss_minimiser_is_the_marginal_velocity(tau):
+    """Monte Carlo: least squares of the conditional target eps - x0 on x_t (the minimiser of the conditional
+    flow-matching loss over all functions of x_t is linear for Gaussian data) against the closed form."""
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    x0 = M + V**0.5 * torch.randn(n, dtype=torch.float64, generator=g)
+    eps = torch.randn(n, dtype=torch.float64, generator=g)
+    x_t = (1 - tau) * x0 + tau * eps
+    design = torch.stack([x_t, torch.ones_like(x_t)], 1)
+    target = eps - x0
+    coef = torch.linalg.lstsq(design, target[:, None]).solution.flatten()
+    probe = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    fitted = coef[0] * probe + coef[1]
+    # the standard error of the fitted line at the probes: residual variance times [p 1] (X^T X)^-1 [p 1]^T
+    resid = (target - design @ coef).var()
+    at = torch.stack([probe, torch.ones_like(probe)], 1)
+    se = (resid * (at @ torch.linalg.inv(design.T @ design) * at).sum(1)).sqrt()
+    assert float(se.max()) < 0.01
+    truth = _gaussian_velocity(probe, tau)
+    assert bool(((fitted - truth).abs() < 4 * se).all()), (fitted, truth)
+
+
+def test_fm_loss_of_the_exact_velocity_is_the_conditional_variance():
+    """E ||v*(x_t) - (eps - x0)||^2 per dimension = Var(eps - x0 | x_t) = V / ((1 - t)^2 V + t^2); a network off by
+    a constant c pays c^2 more; an eps network's loss is taken in v-space too."""
+    g = torch.Generator().manual_seed(1)
+    n, tau = 20_000, 0.4
+    t = P.t_of_tau(torch.full((n,), tau, dtype=torch.float64))
+    x0 = M + V**0.5 * torch.randn(n, D, dtype=torch.float64, generator=g)
+    eps = torch.randn(n, D, dtype=torch.float64, generator=g)
+    expected = V / ((1 - tau) ** 2 * V + tau**2)
+    for output in ("velocity", "eps"):
+        loss = fm_loss(exact_denoiser(GAUSS, P, output=output), x0, t, eps)
+        assert abs(loss.mean().item() - expected) < 4 * loss.std().item() / math.sqrt(n), output
+
+    class Shifted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.exact = exact_denoiser(GAUSS, P, output="velocity").net
+
+        def forward(self, x, label):
+            return self.exact(x, label) + 0.3
+
+    loss = fm_loss(Denoiser(Shifted(), P, output="velocity"), x0, t, eps)
+    assert abs(loss.mean().item() - expected - 0.09) < 4 * loss.std().item() / math.sqrt(n)
+
+
+def test_logit_normal_draws_follow_their_density():
+    g = torch.Generator().manual_seed(2)
+    m, s = 0.5, 0.8
+    tau = logit_normal_tau(50_000, g, "cpu", m, s)
+    grid = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    cdf = 0.5 * (1 + torch.erf((torch.log(grid / (1 - grid)) - m) / (s * math.sqrt(2))))  # Phi((logit t - m) / s)
+    empirical = (tau[None, :] <= grid[:, None]).double().mean(1)
+    assert (empirical - cdf).abs().max() < 0.01  # Kolmogorov-Smirnov at n = 50,000: 0.006 at the 95% level
+    fine = torch.linspace(1e-6, 1 - 1e-6, 200_001, dtype=torch.float64)
+    assert abs(torch.trapezoid(logit_normal_density(fine, m, s), fine).item() - 1) < 1e-4
+    # the density against a histogram
+    hist = torch.histc(tau, bins=20, min=0, max=1) / (len(tau) * 0.05)
+    centres = (torch.arange(20, dtype=torch.float64) + 0.5) / 20
+    assert torch.allclose(hist.double(), logit_normal_density(centres, m, s), rtol=0.08, atol=0.02)
+
+
+def test_mode_sampling_is_sd3s_map_of_uniform_draws():
+    """P(tau <= f(u)) = 1 - u for SD3's decreasing f(u) = 1 - u - s (cos^2(pi u / 2) - 1 + u); s > 0 puts more
+    mass in the middle than uniform t."""
+    g = torch.Generator().manual_seed(3)
+    s = 1.29
+    tau = mode_tau(50_000, g, "cpu", s)
+    assert float(tau.min()) >= 0 and float(tau.max()) <= 1
+    u = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    q = 1 - u - s * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+    empirical = (tau[None, :] <= q[:, None]).double().mean(1)
+    assert (empirical - (1 - u)).abs().max() < 0.01
+    assert ((tau > 0.25) & (tau < 0.75)).double().mean() > 0.6
+
+
+def test_training_times_for_each_sampling():
+    g = torch.Generator().manual_seed(4)
+    for kind, check in [("uniform", lambda tau: abs(tau.mean() - 0.5) < 0.01 and abs(tau.var() - 1 / 12) < 0.003),
+                        ("logit_normal", lambda tau: abs(torch.logit(tau).mean()) < 0.02
+                         and abs(torch.logit(tau).std() - 1) < 0.02),
+                        ("mode", lambda tau: ((tau > 0.25) & (tau < 0.75)).double().mean() > 0.6)]:
+        cfg = load_config("fm-digits", [f"training.t_sampling={kind}"])
+        t = flow_levels(cfg, P, 20_000, g, "cpu")
+        assert t.dtype == torch.float64 and float(t.min()) >= 0 and float(t.max()) <= 999
+        assert check(P.tau(t)), kind
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["training.loss=kl", "training.t_sampling=uniform"], "training.loss: kl is a loss of the discrete chain"),
+    (["family=ddpm"], "family: flow and process.kind=flow go together"),
+    (["model.variance=learned_range", "training.loss=fm"], "training.loss: a learned variance|model.variance"),
+    (["model.arch=ncsnv2", "model.ngf=8"], "model.arch: a flow's network reads the continuous time"),
+    (["model.output=mean"], "model.output: a flow's network predicts velocity"),
+    (["training.mode_scale=2.0", "training.t_sampling=mode"], "training.mode_scale"),
+])
+def test_a_flow_refuses_what_it_cannot_do(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("fm-digits", overrides)
+
+
+def test_flow_options_outside_a_flow_are_refused():
+    with pytest.raises(ConfigError, match="training.loss: fm is the flow-matching loss"):
+        load_config("ddpm-digits", ["training.loss=fm"])
+    with pytest.raises(ConfigError, match="training.t_sampling: logit_normal draws the flow's time"):
+        load_config("ddpm-digits", ["training.t_sampling=logit_normal"])
