@@ -123,3 +123,32 @@ def test_diffusers_pipeline_and_the_ancestral_sampler_draw_the_same_law(tmp_path
     assert ((theirs.mean(0) - ours.mean(0)).abs() < 4 * se + 0.02).float().mean() > 0.95
     assert abs(theirs.std().item() - ours.std().item()) < 0.05
     assert json.loads((tmp_path / "e" / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"] == 20
+
+
+def test_a_flow_run_steps_in_diffusers_flow_matching_scheduler_as_scorekit_does(tmp_path):
+    """An exported flow run: diffusers' UNet2DModel + FlowMatchEulerDiscreteScheduler over the same times from the
+    same noise land where scorekit's Euler sampler (the flow's Euler in sigma-space) does."""
+    from scorekit.rng import ImageRNG
+    from scorekit.samplers.ode import sample_euler
+    from scorekit.training import train_run
+
+    run = tmp_path / "r"
+    train_run("fm-digits", run, ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",
+                                 "training.batch_size=16", "training.steps=3", "training.snapshot_every=0"],
+              device="cpu", progress=False, evaluate=False)
+    assert main(["export", "diffusers", str(run), "--out", str(tmp_path / "e")]) == 0
+    assert not (tmp_path / "e" / "model_index.json").exists()
+    unet = diffusers.UNet2DModel.from_pretrained(tmp_path / "e" / "unet").double().eval()
+    sched = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(tmp_path / "e" / "scheduler")
+    taus = [0.99, 0.8, 0.55, 0.3, 0.1, 0.02]
+    sched.set_timesteps(sigmas=taus)
+    z = torch.randn(4, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = z.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t).sample, t, x).prev_sample
+    d = load(run)
+    d.net.double()
+    tau = torch.tensor(taus + [0.0], dtype=torch.float64)
+    ours = sample_euler(d, (4, 1, 8, 8), ImageRNG(0, 4), sigmas=tau / (1 - tau), x_T=z / (1 - taus[0]))
+    assert torch.allclose(ours, x, atol=1e-5), (ours - x).abs().max()

@@ -211,10 +211,10 @@ def export_refusal(cfg: Config) -> str | None:
     if cfg.training.loss == "pd":
         return ("training.loss=pd: a progressively distilled student samples on its own few DDIM levels; "
                 "DDPMPipeline would run it on all 1000")
-    if cfg.process.kind == "flow":
-        return ("process.kind=flow: DDPMScheduler is the VP (DDPM) process; the export of a flow run to "
-                "FlowMatchEulerDiscreteScheduler is not written yet")
-    if cfg.process.kind != "vp":
+    if cfg.process.kind == "flow" and (m.output != "velocity" or m.precond != "none"):
+        return (f"model.output={m.output}, model.precond={m.precond}: FlowMatchEulerDiscreteScheduler steps with "
+                f"the velocity itself (model.output=velocity, no preconditioning)")
+    if cfg.process.kind not in ("vp", "flow"):
         return f"process.kind={cfg.process.kind}: diffusers' DDPMScheduler is the VP (DDPM) process"
     if cfg.process.schedule == "learned":
         return ("process.schedule=learned: VDM's schedule is a network in the run; DDPMScheduler takes a named beta "
@@ -228,7 +228,7 @@ def export_refusal(cfg: Config) -> str | None:
     if m.precond == "edm":
         return ("model.precond=edm: EDM's preconditioned network F (c_in x, ln(sigma)/4) is neither an epsilon nor "
                 "a sample prediction of DDPMScheduler")
-    if m.output not in ("eps", "x0"):
+    if m.output not in ("eps", "x0", "velocity"):
         return f"model.output={m.output}: DDPMScheduler predicts epsilon or the sample (x0)"
     if m.variance == "learned":
         return ("model.variance=learned: the network's log-variance; DDPMScheduler's 'learned' takes a variance "
@@ -241,7 +241,9 @@ def export_refusal(cfg: Config) -> str | None:
 
 def export_diffusers(denoiser, out: str | Path) -> Path:
     """``scorekit export diffusers RUN``: a folder that ``DDPMPipeline.from_pretrained`` loads; runs diffusers
-    cannot express are refused (:func:`export_refusal`) before anything is written."""
+    cannot express are refused (:func:`export_refusal`) before anything is written. A flow run: ``unet/`` and
+    ``scheduler/`` for UNet2DModel and FlowMatchEulerDiscreteScheduler (timestep 1000 t, the velocity as the
+    model output; diffusers has no unconditional flow pipeline, so no model_index.json)."""
     cfg = denoiser.config
     reason = export_refusal(cfg)
     if reason:
@@ -257,6 +259,10 @@ def export_diffusers(denoiser, out: str | Path) -> Path:
     unet["block_out_channels"] = list(unet["block_out_channels"])
     unet["down_block_types"], unet["up_block_types"] = list(unet["down_block_types"]), list(unet["up_block_types"])
     p = cfg.process
+    if p.kind == "flow":
+        sched = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.25.0",
+                 "num_train_timesteps": 1000, "shift": 1.0}
+        return _write(out, denoiser, cfg, unet, sched, None)
     sched = {"_class_name": "DDPMScheduler", "_diffusers_version": "0.25.0", "num_train_timesteps": p.num_timesteps,
              "beta_start": p.beta_start, "beta_end": p.beta_end, "clip_sample": cfg.sampling.clip_denoised,
              "variance_type": {"fixedlarge": "fixed_large", "fixedsmall": "fixed_small"}.get(m.variance, m.variance),
@@ -268,6 +274,11 @@ def export_diffusers(denoiser, out: str | Path) -> Path:
         sched["trained_betas"] = beta_schedule(p.schedule, p.num_timesteps, p.beta_start, p.beta_end).tolist()
     index = {"_class_name": "DDPMPipeline", "_diffusers_version": "0.25.0", "scheduler": ["diffusers", "DDPMScheduler"],
              "unet": ["diffusers", "UNet2DModel"]}
+    return _write(out, denoiser, cfg, unet, sched, index)
+
+
+def _write(out: Path, denoiser, cfg: Config, unet: dict, sched: dict, index: dict | None) -> Path:
+    """The U-Net's weights and config, the scheduler's config and the pipeline's index (if any), each atomically."""
     # map_augment (non-leaky augmentation) sees the zero vector at sampling: it contributes nothing, so it is dropped
     state = to_diffusers_keys({k: v.detach().cpu().contiguous() for k, v in denoiser.net.state_dict().items()
                                if not k.startswith("map_augment.")}, cfg)
@@ -275,7 +286,7 @@ def export_diffusers(denoiser, out: str | Path) -> Path:
     (out / "scheduler").mkdir(parents=True, exist_ok=True)
     atomic_save_file(out / "unet" / "diffusion_pytorch_model.safetensors",
                      {k: v.contiguous() for k, v in state.items()}, {"format": "pt"})
-    for path, doc in ((out / "unet" / "config.json", unet), (out / "scheduler" / "scheduler_config.json", sched),
-                      (out / "model_index.json", index)):
+    docs = [(out / "unet" / "config.json", unet), (out / "scheduler" / "scheduler_config.json", sched)]
+    for path, doc in docs + ([(out / "model_index.json", index)] if index else []):
         atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
     return out
