@@ -173,3 +173,106 @@ def test_flow_options_outside_a_flow_are_refused():
         load_config("ddpm-digits", ["training.loss=fm"])
     with pytest.raises(ConfigError, match="training.t_sampling: logit_normal draws the flow's time"):
         load_config("ddpm-digits", ["training.t_sampling=logit_normal"])
+
+
+# ----- reflow -----------------------------------------------------------------------------------------------
+
+def test_reflow_pairs_are_the_teachers_ode_endpoints():
+    """The exact mixture teacher (VP): the pairs' endpoints from Heun's method are the probability-flow ODE's
+    endpoints from the same noise, solved by adaptive RK45 at a tight tolerance."""
+    from scorekit.processes import VPProcess
+    from scorekit.rng import ImageRNG
+    from scorekit.samplers.common import prior_std_hat
+    from scorekit.samplers.ode import sample_rk45
+    from scorekit.training.reflow import draw_pairs
+
+    mix = GaussianMixture([0.3, 0.7], [[-0.6, -0.4], [0.5, 0.3]], [[0.04, 0.02], [0.03, 0.05]])
+    teacher = exact_denoiser(mix, VPProcess.from_schedule("linear", 1000))
+    z, x = draw_pairs(teacher, range(64), 3, ("heun", 80, "karras"), shape=(2,))
+    assert torch.equal(z, ImageRNG(3, range(64)).randn(2))  # pair i's noise is its own generator's
+    ref = sample_rk45(teacher, (64, 2), ImageRNG(4, 64), x_T=z.double() * prior_std_hat(teacher, teacher.sigma_max),
+                      rtol=1e-7, atol=1e-7)
+    assert (x.double() - ref).abs().max() < 5e-3  # Heun's 80 steps and RK45 to 1e-7 both end at sigma_min
+
+
+def test_a_student_of_exact_pairs_samples_the_mixture_in_one_step():
+    """A small velocity network trained with the flow-matching loss on 4,000 exact pairs of a 2-D mixture (its
+    teacher the exact flow) generates it in one Euler step: component weight within 0.05, each component's mean
+    within 0.1 (the 1-rectified flow's one step gives the mixture's mean instead)."""
+    from scorekit.training.reflow import draw_pairs
+
+    mix = GaussianMixture([0.4, 0.6], [[-0.7, -0.5], [0.6, 0.5]], 0.01)
+    teacher = exact_denoiser(mix, P, output="velocity")
+    z, x = draw_pairs(teacher, range(4000), 0, ("heun", 40, "karras"), shape=(2,))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.SiLU(), torch.nn.Linear(64, 64),
+                                         torch.nn.SiLU(), torch.nn.Linear(64, 2))
+
+        def forward(self, x, label):
+            return self.f(torch.cat([x, label[:, None].to(x.dtype) / 1000], 1))
+
+    torch.manual_seed(0)
+    student = Denoiser(Net(), FlowProcess.from_levels(1000), output="velocity")
+    opt = torch.optim.Adam(student.net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(600):
+        idx = torch.randint(len(z), (256,), generator=g)
+        t = torch.rand(256, generator=g, dtype=torch.float64) * 999
+        loss = fm_loss(student, x[idx], t, z[idx]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        noise = torch.randn(4000, 2, generator=g)
+        top = torch.full((4000,), 999.0, dtype=torch.float64)
+        one = noise - student.process.tau(top)[0].float() * student.raw(noise, top)  # x0 = x_1 - t v, one step
+        plain = noise - student.process.tau(top)[0].float() * teacher.raw(noise, top)  # the exact 1-RF, one step
+    assert ((plain - mix.mean().float()).norm(dim=1) < 0.1).float().mean() > 0.95  # lands on the mean
+    left = one[:, 0] < 0
+    assert abs(left.float().mean().item() - 0.4) < 0.05
+    assert (one[left].mean(0) - torch.tensor([-0.7, -0.5])).norm() < 0.1
+    assert (one[~left].mean(0) - torch.tensor([0.6, 0.5])).norm() < 0.1
+
+
+def test_a_reflow_run_resumes_bit_for_bit_on_the_same_pairs(tmp_path):
+    from safetensors.torch import load_file
+
+    from scorekit.checkpoint import load_checkpoint
+    from scorekit.run import RunDir
+    from scorekit.training import train_run
+    from scorekit.training.distill import prepare
+
+    tiny = ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=8",
+            "training.snapshot_every=0", "sampling.steps=2", "training.log_every=1"]
+    train_run("fm-digits", tmp_path / "t", [*tiny, "training.steps=2"], device="cpu", progress=False, evaluate=False)
+    runs = {}
+    for name, cut in (("a", None), ("b", 3)):
+        run = prepare(tmp_path / "t", tmp_path / name, "reflow", 6, ["fewstep.pairs=24"])
+        if cut:
+            train_run(run.path, None, [f"training.steps={cut}"], device="cpu", progress=False, evaluate=False)
+        train_run(run.path, None, ["training.steps=6"], device="cpu", progress=False, evaluate=False)
+        runs[name] = load_checkpoint(RunDir(run.path).latest())
+    a, b = runs["a"], runs["b"]
+    assert a.step == b.step == 6 and all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+    pa, pb = (load_file(tmp_path / n / "pairs" / "chunk_00000000.safetensors") for n in "ab")
+    assert torch.equal(pa["x"], pb["x"]) and pa["x"].shape == (24, 1, 8, 8)
+    cfg = RunDir(tmp_path / "a").read_config()
+    assert (cfg.process.kind, cfg.model.output, cfg.training.loss) == ("flow", "velocity", "reflow")
+    assert "euler:1" in (tmp_path / "a" / "schedules.json").read_text()
+
+
+def test_reflow_refuses_what_it_cannot_draw(tmp_path):
+    from scorekit.errors import ScorekitError
+    from scorekit.training import train_run
+    from scorekit.training.distill import prepare
+
+    train_run("ncsnv2-digits", tmp_path / "t", ["model.ngf=8", "training.steps=1", "training.batch_size=4"],
+              device="cpu", progress=False, evaluate=False)
+    with pytest.raises(ScorekitError, match="--method reflow: the flow student is a U-Net"):
+        prepare(tmp_path / "t", tmp_path / "s", "reflow")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="training.loss=reflow: learns a teacher's pairs"):
+        load_config("fm-digits", ["training.loss=reflow"])

@@ -17,14 +17,19 @@ def cmd_distill(args: argparse.Namespace) -> int:
            (the default: the best FD for its cost on the digits, see the README)
       ect  easy consistency tuning (Geng et al. 2024): no teacher evaluations, dt -> 0
       pd   progressive distillation (Salimans & Ho 2022): halving rounds of the teacher's deterministic sampler
+      reflow  rectified flow (Liu et al. 2022): the teacher's deterministic sampler maps fewstep.pairs noises to
+           endpoints (kept in DIR/pairs/, resumable), and a flow student learns the straight path between each
+           pair (U-shaped t, 2-rectified flow++); it samples with 1, 2 or 4 Euler steps uniform in t
 
     A consistency student samples with multistep consistency sampling (`scorekit sample DIR --steps K`, K network
-    evaluations; 2 by default); a progressive student with its last round's DDIM steps.
+    evaluations; 2 by default); a progressive student with its last round's DDIM steps; a reflow student with K
+    Euler steps (1 by default).
 
     examples:
       scorekit distill runs/digits --out runs/digits-cd
       scorekit distill runs/ncsnv2-unet --method ect --out runs/ncsn-ect training.steps=600
-      scorekit sample runs/digits-cd --steps 1"""
+      scorekit sample runs/digits-cd --steps 1
+      scorekit distill runs/fm --method reflow --out runs/fm-reflow fewstep.pairs=20000"""
     from ..training import train_run
     from ..training.distill import prepare
     from .running import report_training
@@ -47,7 +52,8 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
                    f"{METHODS[0]})")
     p.add_argument("--steps", type=Number(int, 0, 10_000_000, zero_means="the method's default fraction of the "
                                           "teacher's training"), default=0,
-                   help="training steps of the student (default: a fraction of the teacher's: ect and pd 0.4, cd 0.25)")
+                   help="training steps of the student (default: a fraction of the teacher's: ect and pd 0.4, cd 0.25, "
+                        "reflow 0.5)")
     p.add_argument("--device", type=device, help=DEVICE_HELP)
     p.add_argument("--no-eval", action="store_true", help="skip the sampling and metrics after distillation")
 

@@ -139,18 +139,23 @@ def validate(cfg):
     return cfg
 
 
-FLOW_LOSSES = ("fm", "edm", "mse", "cd", "ect", "ict", "pd")
+FLOW_LOSSES = ("fm", "reflow", "edm", "mse", "cd", "ect", "ict", "pd")
 
 
 def _check_flow(cfg) -> None:
     """The straight path (process.kind=flow) and its objective (training.loss=fm)."""
     p, m, tc = cfg.process, cfg.model, cfg.training
-    if tc.loss == "fm" and p.kind != "flow":
-        raise ConfigError(f"training.loss: fm is the flow-matching loss of the straight path (process.kind=flow), "
-                          f"got process.kind={p.kind}")
-    if tc.t_sampling in ("logit_normal", "mode") and tc.loss != "fm":
-        raise ConfigError(f"training.t_sampling: {tc.t_sampling} draws the flow's time for training.loss=fm, got "
-                          f"training.loss={tc.loss}")
+    if tc.loss in ("fm", "reflow") and p.kind != "flow":
+        raise ConfigError(f"training.loss: {tc.loss} is the flow-matching loss of the straight path "
+                          f"(process.kind=flow), got process.kind={p.kind}")
+    if tc.loss == "reflow" and not cfg.fewstep.teacher:
+        raise ConfigError("training.loss=reflow: learns a teacher's pairs; start it with `scorekit distill RUN "
+                          "--method reflow` (fewstep.teacher is empty)")
+    if cfg.fewstep.pairs < 1:
+        raise ConfigError(f"fewstep.pairs: the number of reflow pairs, >= 1, got {cfg.fewstep.pairs}")
+    if tc.t_sampling in ("logit_normal", "mode", "u_shaped") and tc.loss not in ("fm", "reflow"):
+        raise ConfigError(f"training.t_sampling: {tc.t_sampling} draws the flow's time for training.loss=fm or "
+                          f"reflow, got training.loss={tc.loss}")
     if tc.mode_scale <= -1 or tc.mode_scale >= 2 / (3.141592653589793 - 2):
         raise ConfigError(f"training.mode_scale: SD3's mode sampling is monotone for -1 < s < 1.75, got "
                           f"{tc.mode_scale}")

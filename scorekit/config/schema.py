@@ -95,10 +95,11 @@ class TrainingConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
     loss: str = "mse"  # mse (L_simple) | kl = vlb | hybrid | dsm (NCSN) | edm | likelihood | vdm | cd | ect | ict | pd
-    # | fm (conditional flow matching, process.kind=flow)
+    # | fm (conditional flow matching, process.kind=flow) | reflow (fm on a teacher's (noise, endpoint) pairs)
     vdm_steps: int = 0  # vdm: 0 = VDM's continuous-time bound; T' > 0 = its discrete-time bound on T' steps
     t_sampling: str = "uniform"  # uniform | importance (vlb: improved DDPM's; likelihood: uniform in log sigma)
     # | logit_normal (fm: SD3's logit(t) ~ N(p_mean, p_std^2)) | mode (fm: SD3's heavy-tailed, scale mode_scale)
+    # | u_shaped (fm / reflow: 2-rectified flow++'s p(t) ~ cosh(4 t - 2), more weight at both ends)
     anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
     grad_accum: int = 1  # micro-batches per optimizer step
     label_dropout: float = 0.0  # classifier-free guidance: probability that a label is replaced by "no class"
@@ -157,6 +158,8 @@ class FewStepConfig:
     ict_s1: int = 1280
     pd_steps: int = 64  # pd: the teacher's deterministic steps at the first round (halved every round)
     pd_final: int = 2  # pd: the student's steps after the last round
+    pairs: int = 20000  # reflow: (noise, ODE endpoint) pairs the teacher draws (kept in RUN/pairs/)
+    pair_seed: int = 7  # reflow: pair i's noise comes from the generator (pair_seed, i)
 
 
 @dataclass

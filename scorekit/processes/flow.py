@@ -105,6 +105,23 @@ def logit_normal_density(tau: torch.Tensor, m: float = 0.0, s: float = 1.0) -> t
     return torch.exp(-0.5 * ((u - m) / s) ** 2) / (s * math.sqrt(2 * math.pi) * tau * (1 - tau))
 
 
+U_SHAPE = 4.0  # 2-rectified flow++'s a
+
+
+def u_shaped_tau(n: int, generator: torch.Generator, device, a: float = U_SHAPE) -> torch.Tensor:
+    """2-rectified flow++'s U-shaped times (Lee, Lin & Fanti 2024, Sec. 3.1): density proportional to
+    exp(a t) + exp(a (1 - t)), i.e. cosh(a (t - 1/2)), on [0, 1], by inverting its CDF
+    F(t) = (sinh(a (t - 1/2)) + sinh(a / 2)) / (2 sinh(a / 2)) (float64)."""
+    u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+    half = math.sinh(a / 2)
+    return 0.5 + torch.asinh((2 * u - 1) * half) / a
+
+
+def u_shaped_density(tau: torch.Tensor, a: float = U_SHAPE) -> torch.Tensor:
+    """The density of :func:`u_shaped_tau`: a cosh(a (t - 1/2)) / (2 sinh(a / 2))."""
+    return a * torch.cosh(a * (tau - 0.5)) / (2 * math.sinh(a / 2))
+
+
 def mode_tau(n: int, generator: torch.Generator, device, scale: float = 1.29) -> torch.Tensor:
     """SD3's "mode" sampling with heavy tails (Sec. 3.1, Eq. 20): tau = 1 - u - scale (cos^2(pi u / 2) - 1 + u),
     u uniform; scale > 0 puts more weight on the middle, scale < 0 on the ends (float64)."""

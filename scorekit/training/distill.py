@@ -16,7 +16,7 @@ from ..errors import CheckpointError, ScorekitError
 from ..run import RunDir, read_checkpoint
 
 TEACHER_FILE = "teacher.safetensors"
-METHODS = ("cd", "ect", "pd")  # the first is the default (the best FD for its cost on the digits, README)
+METHODS = ("cd", "ect", "pd", "reflow")  # the first is the default (the best FD for its cost on the digits, README)
 # Each method's settings over the teacher's configuration (steps: a fraction of the teacher's training).
 # (The learning rate is the teacher's; an EMA of 0.99 averages the last ~100 steps of a short distillation, measured
 # far better on the digits than 0.999, which still remembers the teacher. Consistency distillation on 10 levels, not
@@ -30,8 +30,15 @@ SETTINGS = {
             "fewstep.stages": 6},
     "pd": {"training.loss": "pd", "model.consistency": False, "sampling.sampler": "euler", "sampling.steps": 2,
            "sampling.schedule": "auto", "training.ema_decay": 0.0, "training.warmup": 0},
+    # reflow: a flow student (the straight path, velocity) of any teacher, sampled with Euler steps uniform in t
+    "reflow": {"training.loss": "reflow", "family": "flow", "process.kind": "flow", "process.num_timesteps": 1000,
+               "model.output": "velocity", "model.precond": "none", "model.consistency": False,
+               "model.variance": "fixedlarge", "sampling.sampler": "euler", "sampling.steps": 1,
+               "sampling.schedule": "auto", "sampling.clip_denoised": False, "training.warmup": 0,
+               "training.t_sampling": "u_shaped", "data.detect_values": False, "data.values": []},
 }
-STEPS_FRACTION = {"cd": 0.25, "ect": 0.4, "pd": 0.4}  # of the teacher's training steps (per step, cd costs ~2x)
+# of the teacher's training steps (per step, cd costs ~2x)
+STEPS_FRACTION = {"cd": 0.25, "ect": 0.4, "pd": 0.4, "reflow": 0.5}
 
 
 def check_teacher(run: str | Path, method: str) -> tuple[Config, Path]:
@@ -65,12 +72,20 @@ def check_teacher(run: str | Path, method: str) -> tuple[Config, Path]:
 def student_config(teacher: Config, method: str, steps: int, overrides: list[str]) -> Config:
     """The teacher's configuration with the method's objective and settings, then the user's overrides."""
     data = teacher.to_dict()
-    settings = {**SETTINGS[method], "fewstep.teacher": TEACHER_FILE,
+    settings = {"fewstep.teacher": TEACHER_FILE,
                 "training.steps": steps or max(1, round(STEPS_FRACTION[method] * teacher.training.steps)),
                 "training.snapshot_every": 0, "training.test_every": 0, "training.label_dropout": 0.0,
                 "training.t_sampling": "uniform", "eval.bpd_images": 0,
-                "name": f"{teacher.name}-{method}", "description": f"{method} student of {teacher.name}"}
-    if teacher.process.kind not in ("ve", "flow") and teacher.model.precond != "edm" and teacher.model.output != "x0":
+                "name": f"{teacher.name}-{method}", "description": f"{method} student of {teacher.name}",
+                **SETTINGS[method]}
+    if method == "reflow" and teacher.model.num_classes:
+        raise ScorekitError(f"--method reflow: {teacher.name} is class-conditional; reflow draws unconditional "
+                            f"pairs (distil it with cd, ect or pd)")
+    if method == "reflow" and teacher.model.arch != "unet":
+        raise ScorekitError(f"--method reflow: the flow student is a U-Net, and {teacher.name}'s network is "
+                            f"{teacher.model.arch}; reflow a U-Net teacher (e.g. ncsnv2-unet-digits)")
+    if (method != "reflow" and teacher.process.kind not in ("ve", "flow") and teacher.model.precond != "edm"
+            and teacher.model.output != "x0"):
         # an eps (or score, or mean) network on a VP process reaches sigma ~ 157, where x0 = x - sigma eps would
         # amplify its error a hundredfold in one jump: the student predicts v instead (Salimans & Ho 2022), the
         # same network read as v = a eps - s x0, which equals the teacher's eps at low noise (a flow's velocity

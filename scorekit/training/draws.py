@@ -84,7 +84,7 @@ def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, 
         t, weight = continuous_levels(process, B, g, device, tc.t_sampling)
     elif tc.loss == "vdm":  # VDM's low-discrepancy times (Appendix I.1), as fractional levels
         t = low_discrepancy(torch.rand((), generator=g, device=device, dtype=torch.float64), B) * (num_levels - 1)
-    elif tc.loss == "fm":
+    elif tc.loss in ("fm", "reflow"):
         t = flow_levels(cfg, process, B, g, device)
     elif t_sampler is not None:
         t, weight = t_sampler.draw(B, g, device)
@@ -101,14 +101,17 @@ def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, 
 
 def flow_levels(cfg: Config, process: DiscreteProcess, n: int, g: torch.Generator, device) -> torch.Tensor:
     """The flow's training times as fractional levels (float64): uniform over the levels' range [t_0, t_{N-1}], or
-    SD3's logit-normal (m, s) = (p_mean, p_std) or heavy-tailed mode sampling, clamped to that range."""
-    from ..processes.flow import logit_normal_tau, mode_tau
+    SD3's logit-normal (m, s) = (p_mean, p_std), its heavy-tailed mode sampling or 2-rectified flow++'s U shape,
+    clamped to that range."""
+    from ..processes.flow import logit_normal_tau, mode_tau, u_shaped_tau
 
     tc = cfg.training
     if tc.t_sampling == "logit_normal":
         tau = logit_normal_tau(n, g, device, tc.p_mean, tc.p_std)
     elif tc.t_sampling == "mode":
         tau = mode_tau(n, g, device, tc.mode_scale)
+    elif tc.t_sampling == "u_shaped":
+        tau = u_shaped_tau(n, g, device)
     else:
         lo, hi = float(process.taus[0]), float(process.taus[-1])
         tau = lo + (hi - lo) * torch.rand(n, generator=g, device=device, dtype=torch.float64)

@@ -78,6 +78,12 @@ class Trainer:
         self.fewstep = None  # consistency distillation / training, progressive distillation
         if tc.loss in FEWSTEP_LOSSES:
             self.fewstep = FewStep(cfg, self.denoiser, self._teacher())
+        self.pairs = None  # reflow: the teacher's (noise, endpoint) pairs
+        if tc.loss == "reflow":
+            from .reflow import Pairs
+
+            self.reflow_teacher = self._teacher()
+            self.pairs = Pairs(cfg, self.run.path, self.reflow_teacher, show=progress and dist.main)
         self.train_net = self.net
         if tc.compile:
             self.train_net = torch.compile(self.train_net)
@@ -101,13 +107,17 @@ class Trainer:
 
     def _start_from_teacher(self) -> None:
         """Step 0 of a distillation: the student (and its EMA and target) start as the teacher's network."""
-        teacher = self.fewstep.teacher if self.fewstep is not None else None
+        teacher = self.fewstep.teacher if self.fewstep is not None else getattr(self, "reflow_teacher", None)
         if teacher is None:
             return
-        self.net.load_state_dict(teacher.net.state_dict())
+        ours, theirs = self.net.state_dict(), teacher.net.state_dict()
+        if self.pairs is not None and (ours.keys() != theirs.keys()
+                                       or any(ours[k].shape != theirs[k].shape for k in ours)):
+            return  # a reflow student of another shape than its teacher starts from its own initialisation
+        self.net.load_state_dict(theirs)
         if self.ema is not None:
             self.ema.load_state_dict(self.net.state_dict())
-        if self.fewstep.target is not None:
+        if self.fewstep is not None and self.fewstep.target is not None:
             self.fewstep.target.load_state_dict(self.net.state_dict())
 
     def resume(self) -> bool:
@@ -181,6 +191,8 @@ class Trainer:
             images, labels = next(batches)
             x0 = preprocess(images, self.denoiser.data_range, flip=d.flip, dequant_noise=d.dequant,
                             max_value=pixel_max(self.denoiser))
+            if self.pairs is not None:  # reflow: the teacher's endpoint and the noise it came from
+                x0, d.noise = self.pairs.batch(self.step, sl, self.device)
             y = self.class_labels(labels, d.drop)
             aug = None
             if d.augment is not None:  # non-leaky augmentation: the transformed images and their parameters
@@ -370,6 +382,12 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
         grid = pd_schedule(cfg, f.sigma_min, f.sigma_max)
         save_schedule(run.path, "euler", cfg.fewstep.pd_final, {"schedule": grid.tolist()},
                       "progressive distillation's final levels")
+    if cfg.training.loss == "reflow" and dist.main:  # Euler steps uniform in t (schedule auto)
+        from ..run import save_schedule
+        from .reflow import euler_grids
+
+        for k, grid in euler_grids(cfg).items():
+            save_schedule(run.path, "euler", k, {"schedule": grid}, "reflow: Euler steps uniform in t")
     if evaluate:
         from ..evaluation.report import final_report
 

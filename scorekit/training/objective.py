@@ -21,7 +21,7 @@ def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor
     if cfg.training.loss == "vdm":  # t: levels 0..T-1, VDM's time t / (T - 1)
         return vdm_loss(denoiser, x0, t.double() / (denoiser.process.num_levels - 1), noise,
                         cfg.training.vdm_steps, y=y, aug=aug)
-    if cfg.training.loss == "fm":
+    if cfg.training.loss in ("fm", "reflow"):  # reflow: x0 and noise are a teacher's pair
         return fm_loss(denoiser, x0, t, noise, y=y, aug=aug)
     if cfg.training.loss == "edm":
         return edm_loss(denoiser, x0, sigma, noise, cfg.model.sigma_data, y=y, aug=aug)
