@@ -35,7 +35,8 @@ SETTINGS = {
                "model.output": "velocity", "model.precond": "none", "model.consistency": False,
                "model.variance": "fixedlarge", "sampling.sampler": "euler", "sampling.steps": 1,
                "sampling.schedule": "auto", "sampling.clip_denoised": False, "training.warmup": 0,
-               "training.t_sampling": "u_shaped", "data.detect_values": False, "data.values": []},
+               "training.t_sampling": "u_shaped", "data.detect_values": False, "data.values": [],
+               "data.augment": 0.0},  # augmenting an endpoint would break its coupling with its noise
 }
 # of the teacher's training steps (per step, cd costs ~2x)
 STEPS_FRACTION = {"cd": 0.25, "ect": 0.4, "pd": 0.4, "reflow": 0.5}
