@@ -3,6 +3,8 @@ Every problem is one :class:`~scorekit.config.ConfigError` naming the key and wh
 
 from __future__ import annotations
 
+import math
+
 from .choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError
 
 # ``cfg`` is a scorekit.config.Config throughout; this module does not import it, so that config (which validates
@@ -156,7 +158,7 @@ def _check_flow(cfg) -> None:
     if tc.t_sampling in ("logit_normal", "mode", "u_shaped") and tc.loss not in ("fm", "reflow"):
         raise ConfigError(f"training.t_sampling: {tc.t_sampling} draws the flow's time for training.loss=fm or "
                           f"reflow, got training.loss={tc.loss}")
-    if tc.mode_scale <= -1 or tc.mode_scale >= 2 / (3.141592653589793 - 2):
+    if tc.mode_scale <= -1 or tc.mode_scale >= 2 / (math.pi - 2):
         raise ConfigError(f"training.mode_scale: SD3's mode sampling is monotone for -1 < s < 1.75, got "
                           f"{tc.mode_scale}")
     if p.kind != "flow":

@@ -133,16 +133,21 @@ class DiscreteProcess:
             return self.sigmas[t.long().to(self.device)]
         return self._interp(self.log_sigmas, t).exp()
 
+    def _locate(self, table: Tensor, value: Tensor) -> Tensor:
+        """The fractional level at which the increasing ``table``, interpolated linearly, takes ``value`` (inverse
+        of :meth:`_interp`; ``value`` clamped to the table's range)."""
+        value = value.clamp(table[0], table[-1])
+        if self.num_levels == 1:
+            return torch.zeros_like(value)
+        hi = torch.searchsorted(table, value.reshape(-1)).clamp(1, self.num_levels - 1)
+        lo = hi - 1
+        w = (value.reshape(-1) - table[lo]) / (table[hi] - table[lo])
+        return (lo + w).reshape(value.shape)
+
     def t_of_sigma(self, sigma: Tensor | float) -> Tensor:
         """The fractional level whose sigma is ``sigma`` (inverse of :meth:`sigma`, clamped to the range)."""
         sigma = torch.as_tensor(sigma, dtype=self.log_sigmas.dtype, device=self.device)
-        log_sigma = sigma.clamp_min(1e-30).log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
-        if self.num_levels == 1:
-            return torch.zeros_like(log_sigma)
-        hi = torch.searchsorted(self.log_sigmas, log_sigma.reshape(-1)).clamp(1, self.num_levels - 1)
-        lo = hi - 1
-        w = (log_sigma.reshape(-1) - self.log_sigmas[lo]) / (self.log_sigmas[hi] - self.log_sigmas[lo])
-        return (lo + w).reshape(log_sigma.shape)
+        return self._locate(self.log_sigmas, sigma.clamp_min(1e-30).log())
 
     def alpha_s(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(a_t, s_t) at integer or fractional t."""

@@ -53,18 +53,11 @@ class FlowProcess(DiscreteProcess):
 
     def tau(self, t: torch.Tensor) -> torch.Tensor:
         """tau at integer or fractional level t (linear between levels)."""
-        return self._interp(self.taus, t if torch.is_floating_point(t) else t.long())
+        return self._interp(self.taus, t)
 
     def t_of_tau(self, tau: torch.Tensor | float) -> torch.Tensor:
         """The fractional level of ``tau`` (inverse of :meth:`tau`, clamped to the levels' range)."""
-        tau = torch.as_tensor(tau, dtype=self.taus.dtype, device=self.device)
-        if self.num_levels == 1:
-            return torch.zeros_like(tau)
-        flat = tau.reshape(-1).clamp(self.taus[0], self.taus[-1])
-        hi = torch.searchsorted(self.taus, flat).clamp(1, self.num_levels - 1)
-        lo = hi - 1
-        w = (flat - self.taus[lo]) / (self.taus[hi] - self.taus[lo])
-        return (lo + w).reshape(tau.shape)
+        return self._locate(self.taus, torch.as_tensor(tau, dtype=self.taus.dtype, device=self.device))
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         if not torch.is_floating_point(t):
@@ -85,7 +78,7 @@ class FlowProcess(DiscreteProcess):
         return (1.0 + sigma) ** 2
 
     def net_label(self, t: torch.Tensor) -> torch.Tensor:
-        return LABEL_SCALE * self.tau(t.double() if torch.is_floating_point(t) else t)
+        return LABEL_SCALE * self.tau(t)
 
     def t_of_label(self, label: torch.Tensor) -> torch.Tensor:
         return self.t_of_tau(label.double() / LABEL_SCALE)
