@@ -8,7 +8,18 @@ Reflow and MeanFlow arms are not part of this study yet."""
 
 from __future__ import annotations
 
-from .runner import Arm, Context, fd_text, markdown_table, measured, seeded_fd, train_arms, training_cost, write_csv
+from .runner import (
+    Arm,
+    Context,
+    fd_text,
+    markdown_table,
+    measured,
+    seeded_fd,
+    train_arms,
+    training_cost,
+    write_csv,
+    write_report,
+)
 
 NAME = "flows"
 DEFAULT_BASE, DEFAULT_STEPS, DEFAULT_N = "fm-digits", 1200, 2000
@@ -101,8 +112,6 @@ def run(ctx: Context, command: str) -> dict:
             f"{BPD_IMAGES} test digits, ± its standard error. A target is met when the interval lies below it, "
             f"missed when above, else within noise. Grids: grids/ARM.png.\n\n"
             f"{markdown_table(header, body_rows)}\n{verdicts}\n")
-    from .runner import write_report
-
     payload = {"rows": rows, "measure": meter.describe(), "seeds": SEEDS}
     write_report(ctx, NAME, TITLE, body, payload, command)
     return payload

@@ -78,12 +78,12 @@ class Trainer:
         self.fewstep = None  # consistency distillation / training, progressive distillation
         if tc.loss in FEWSTEP_LOSSES:
             self.fewstep = FewStep(cfg, self.denoiser, self._teacher())
-        self.pairs = None  # reflow: the teacher's (noise, endpoint) pairs
+        self.pairs = self.reflow_teacher = None  # reflow: the teacher's (noise, endpoint) pairs, drawn once
         if tc.loss == "reflow":
-            from .reflow import Pairs
+            from .reflow import shared_pairs
 
             self.reflow_teacher = self._teacher()
-            self.pairs = Pairs(cfg, self.run.path, self.reflow_teacher, show=progress and dist.main)
+            self.pairs = shared_pairs(cfg, self.run.path, self.reflow_teacher, dist, show=progress)
         self.train_net = self.net
         if tc.compile:
             self.train_net = torch.compile(self.train_net)
@@ -107,7 +107,7 @@ class Trainer:
 
     def _start_from_teacher(self) -> None:
         """Step 0 of a distillation: the student (and its EMA and target) start as the teacher's network."""
-        teacher = self.fewstep.teacher if self.fewstep is not None else getattr(self, "reflow_teacher", None)
+        teacher = self.fewstep.teacher if self.fewstep is not None else self.reflow_teacher
         if teacher is None:
             return
         ours, theirs = self.net.state_dict(), teacher.net.state_dict()

@@ -35,7 +35,7 @@ def pair_sampler(cfg) -> tuple[str, int, str]:
     name = ODE_TWIN.get(sc.sampler, sc.sampler)
     if name not in ODE_SAMPLERS:
         return FALLBACK
-    schedule = sc.schedule if sc.schedule not in ("auto",) else "karras"
+    schedule = sc.schedule if sc.schedule != "auto" else "karras"
     return name, sc.steps or {"euler": 50, "heun": 18, "dpm2m": 20, "rk45": 0}[name], schedule
 
 
@@ -65,35 +65,46 @@ def draw_pairs(teacher, index: range, seed: int, sampler: tuple[str, int, str],
     return z.float().cpu(), (-1.0 + 2.0 * (x.float().cpu() - lo) / (hi - lo))
 
 
-class Pairs:
-    """The run's reflow pairs (drawn on first use) and the per-step batches of them."""
+def _chunk(folder: Path, start: int) -> Path:
+    return folder / f"chunk_{start:08d}.safetensors"
 
-    def __init__(self, cfg, run_dir: Path, teacher, *, show: bool = True):
-        self.cfg, self.folder = cfg, Path(run_dir) / PAIRS_DIR
-        n, seed = cfg.fewstep.pairs, cfg.fewstep.pair_seed
-        sampler = pair_sampler(teacher.config)
-        meta = {"pairs": n, "seed": seed, "sampler": list(sampler), "chunk": CHUNK}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        meta_path = self.folder / "pairs.json"
-        if meta_path.is_file() and json.loads(meta_path.read_text()) != meta:
+
+def draw_missing(cfg, run_dir: Path, teacher, *, show: bool = True) -> None:
+    """Draw the pairs of RUN/pairs/ that are not there yet (all of them the first time), chunk by chunk; pairs.json
+    records how they are drawn, and a folder drawn otherwise is refused."""
+    folder = Path(run_dir) / PAIRS_DIR
+    n, seed = cfg.fewstep.pairs, cfg.fewstep.pair_seed
+    sampler = pair_sampler(teacher.config)
+    meta = {"pairs": n, "seed": seed, "sampler": list(sampler), "chunk": CHUNK}
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / "pairs.json"
+    if meta_path.is_file():
+        if json.loads(meta_path.read_text()) != meta:
             from ..errors import CheckpointError
 
             raise CheckpointError(f"{meta_path}: pairs drawn with other settings ({meta_path.read_text().strip()}); "
                                   f"start the reflow in a new folder")
+    else:
         atomic_write_bytes(meta_path, (json.dumps(meta) + "\n").encode())
-        chunks = range(0, n, CHUNK)
-        todo = [c for c in chunks if not (self.folder / f"chunk_{c:08d}.safetensors").is_file()]
-        bar = progress(total=n, initial=n - sum(min(CHUNK, n - c) for c in todo), desc="reflow pairs", unit="pair",
-                       enabled=show)
-        for c in todo:
-            z, x = draw_pairs(teacher, range(c, min(n, c + CHUNK)), seed, sampler)
-            atomic_save_file(self.folder / f"chunk_{c:08d}.safetensors", {"z": z, "x": x.contiguous()},
-                             {"teacher_sampler": " ".join(map(str, sampler))})
-            bar.update(len(z))
-        bar.close()
+    todo = [c for c in range(0, n, CHUNK) if not _chunk(folder, c).is_file()]
+    bar = progress(total=n, initial=n - sum(min(CHUNK, n - c) for c in todo), desc="reflow pairs", unit="pair",
+                   enabled=show)
+    for c in todo:
+        z, x = draw_pairs(teacher, range(c, min(n, c + CHUNK)), seed, sampler)
+        atomic_save_file(_chunk(folder, c), {"z": z, "x": x.contiguous()},
+                         {"teacher_sampler": " ".join(map(str, sampler))})
+        bar.update(len(z))
+    bar.close()
+
+
+class Pairs:
+    """The run's reflow pairs (drawn by :func:`draw_missing`) and the per-step batches of them."""
+
+    def __init__(self, cfg, run_dir: Path):
         from safetensors.torch import load_file
 
-        parts = [load_file(self.folder / f"chunk_{c:08d}.safetensors") for c in chunks]
+        self.cfg, folder = cfg, Path(run_dir) / PAIRS_DIR
+        parts = [load_file(_chunk(folder, c)) for c in range(0, cfg.fewstep.pairs, CHUNK)]
         self.z = torch.cat([p["z"] for p in parts])
         self.x = torch.cat([p["x"] for p in parts])
 
@@ -103,6 +114,14 @@ class Pairs:
         g = torch.Generator().manual_seed(image_seed(self.cfg.training.seed, 2**41 + step))
         idx = torch.randint(len(self.z), (self.cfg.training.batch_size,), generator=g)[sl]
         return self.x[idx].to(device), self.z[idx].to(device)
+
+
+def shared_pairs(cfg, run_dir: Path, teacher, dist, *, show: bool = True) -> Pairs:
+    """The pairs every process trains on: drawn by the main process only, read by all after a barrier."""
+    if dist.main:
+        draw_missing(cfg, run_dir, teacher, show=show)
+    dist.barrier()
+    return Pairs(cfg, run_dir)
 
 
 def euler_grids(cfg, steps=(1, 2, 4)) -> dict[int, list[float]]:
