@@ -52,10 +52,12 @@ VLB_IS = ["model.variance=learned_range", "training.loss=vlb", "training.t_sampl
 LIKELIHOOD = ["training.loss=likelihood", "training.t_sampling=importance"]
 FLOW = ["family=flow", "process.kind=flow", "model.output=velocity", "training.loss=fm",
         "training.t_sampling=logit_normal", "training.p_mean=0", "training.p_std=1"]
+MEANFLOW = [*FLOW[:3], "model.mean_flow=true", "training.loss=meanflow", "training.t_sampling=logit_normal",
+            "training.meanflow_ratio=0.5", "sampling.sampler=meanflow", "sampling.steps=1"]
 
 
-@pytest.mark.parametrize("recipe", [[], EDM_RECIPE, VLB_IS, LIKELIHOOD, FLOW],
-                         ids=["ddpm", "edm+augment+phema", "vlb+importance", "likelihood", "flow"])
+@pytest.mark.parametrize("recipe", [[], EDM_RECIPE, VLB_IS, LIKELIHOOD, FLOW, MEANFLOW],
+                         ids=["ddpm", "edm+augment+phema", "vlb+importance", "likelihood", "flow", "meanflow"])
 def test_resume_is_bit_identical(tmp_path, recipe):
     """2N steps in one go == N steps, a restart, N more (dropout on, so the RNG handling matters); with EDM's
     recipe the augmentations, noise levels, power-function EMAs and their snapshots continue exactly too."""

@@ -141,13 +141,13 @@ def validate(cfg):
     return cfg
 
 
-FLOW_LOSSES = ("fm", "reflow", "edm", "mse", "cd", "ect", "ict", "pd")
+FLOW_LOSSES = ("fm", "reflow", "meanflow", "edm", "mse", "cd", "ect", "ict", "pd")
 
 
 def _check_flow(cfg) -> None:
     """The straight path (process.kind=flow) and its objective (training.loss=fm)."""
     p, m, tc = cfg.process, cfg.model, cfg.training
-    if tc.loss in ("fm", "reflow") and p.kind != "flow":
+    if tc.loss in ("fm", "reflow", "meanflow") and p.kind != "flow":
         raise ConfigError(f"training.loss: {tc.loss} is the flow-matching loss of the straight path "
                           f"(process.kind=flow), got process.kind={p.kind}")
     if tc.loss == "reflow" and not cfg.fewstep.teacher:
@@ -155,9 +155,10 @@ def _check_flow(cfg) -> None:
                           "--method reflow` (fewstep.teacher is empty)")
     if cfg.fewstep.pairs < 1:
         raise ConfigError(f"fewstep.pairs: the number of reflow pairs, >= 1, got {cfg.fewstep.pairs}")
-    if tc.t_sampling in ("logit_normal", "mode", "u_shaped") and tc.loss not in ("fm", "reflow"):
-        raise ConfigError(f"training.t_sampling: {tc.t_sampling} draws the flow's time for training.loss=fm or "
-                          f"reflow, got training.loss={tc.loss}")
+    if tc.t_sampling in ("logit_normal", "mode", "u_shaped") and tc.loss not in ("fm", "reflow", "meanflow"):
+        raise ConfigError(f"training.t_sampling: {tc.t_sampling} draws the flow's time for training.loss=fm, "
+                          f"reflow or meanflow, got training.loss={tc.loss}")
+    _check_meanflow(cfg)
     if tc.mode_scale <= -1 or tc.mode_scale >= 2 / (math.pi - 2):
         raise ConfigError(f"training.mode_scale: SD3's mode sampling is monotone for -1 < s < 1.75, got "
                           f"{tc.mode_scale}")
@@ -174,6 +175,25 @@ def _check_flow(cfg) -> None:
                           f"(model.arch=unet), got {m.arch}")
     if m.output in ("mean", "score", "sigma_score", "v"):
         raise ConfigError(f"model.output: a flow's network predicts velocity (eps - x0), eps or x0, got {m.output}")
+
+
+def _check_meanflow(cfg) -> None:
+    """MeanFlow: a flow U-Net with a second time input, trained with the MeanFlow identity."""
+    m, tc = cfg.model, cfg.training
+    if tc.loss == "meanflow" and not m.mean_flow:
+        raise ConfigError("training.loss: meanflow trains the average velocity u(z, r, t), which needs a network "
+                          "with a second time input (model.mean_flow: true)")
+    if m.mean_flow and (cfg.process.kind != "flow" or m.arch != "unet" or m.output != "velocity"
+                        or m.precond != "none"):
+        raise ConfigError("model.mean_flow: the average velocity is a velocity on the straight path read by the "
+                          "U-Net (process.kind=flow, model.arch=unet, model.output=velocity, model.precond=none), "
+                          f"got kind={cfg.process.kind}, arch={m.arch}, output={m.output}, precond={m.precond}")
+    if tc.loss == "meanflow" and tc.t_sampling not in ("uniform", "logit_normal"):
+        raise ConfigError(f"training.t_sampling: MeanFlow draws (t, r) uniform or logit-normal, got {tc.t_sampling}")
+    if not 0 <= tc.meanflow_ratio <= 1:
+        raise ConfigError(f"training.meanflow_ratio: a fraction in [0, 1], got {tc.meanflow_ratio}")
+    if tc.adaptive_p < 0:
+        raise ConfigError(f"training.adaptive_p: the adaptive weight's power, >= 0, got {tc.adaptive_p}")
 
 
 def _check_vdm(cfg) -> None:

@@ -22,13 +22,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.output": ("eps", "x0", "mean", "score", "sigma_score", "v", "velocity"),
     "model.variance": ("fixedlarge", "fixedsmall", "learned_range", "learned"),
     "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood", "vdm", "cd", "ect", "ict",
-                      "pd", "fm", "reflow"),
+                      "pd", "fm", "reflow", "meanflow"),
     "training.t_sampling": ("uniform", "importance", "logit_normal", "mode", "u_shaped"),
     "model.precond": ("none", "edm"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),
     "sampling.sampler": ("ancestral", "langevin", "ddim", "euler", "heun", "rk45", "dpm2m", "pc",
-                         "euler_ancestral", "edm_stochastic", "dpm2m_sde", "restart", "consistency"),
+                         "euler_ancestral", "edm_stochastic", "dpm2m_sde", "restart", "consistency",
+                         "ipndm", "unipc", "dpm3m_sde", "meanflow"),
     "sampling.schedule": ("auto", "karras", "logsnr", "uniform", "quad"),
 }
 

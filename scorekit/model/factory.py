@@ -44,7 +44,7 @@ def build_net(cfg: Config) -> nn.Module:
         unet = UNet(resolution=d.resolution, in_ch=d.channels * (1 + 2 * len(m.fourier)), out_ch=out_ch, ch=m.ch,
                     ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                     attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_classes=m.num_classes,
-                    norm_groups=m.norm_groups, augment_dim=augment_dim)
+                    norm_groups=m.norm_groups, augment_dim=augment_dim, mean_flow=m.mean_flow)
         learned = cfg.process.schedule == "learned"
         if not (learned or m.fourier):
             return unet

@@ -54,10 +54,12 @@ def group_norm(ch: int, groups: int = 0) -> nn.GroupNorm:
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Transformer sinusoidal embedding of (possibly fractional) timesteps: [sin(t w_k), cos(t w_k)],
-    w_k = 10000^(-k / (dim/2 - 1)), k = 0..dim/2-1 (authors' get_timestep_embedding)."""
+    w_k = 10000^(-k / (dim/2 - 1)), k = 0..dim/2-1 (authors' get_timestep_embedding); in float32, or float64 for
+    float64 timesteps."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) / (half - 1) * torch.arange(half, device=t.device, dtype=torch.float32))
-    args = t.float()[:, None] * freqs[None]
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    freqs = torch.exp(-math.log(10000.0) / (half - 1) * torch.arange(half, device=t.device, dtype=dtype))
+    args = t.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 

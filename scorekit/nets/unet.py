@@ -34,13 +34,16 @@ class UNet(nn.Module):
     ``augment_dim`` > 0: ``forward(..., aug=...)`` takes non-leaky augmentation's parameters, mapped linearly
     (no bias: None and the zero vector are the same) and added to the time embedding like the class embedding
     (EDM's map_augment adds them before the embedding's MLP; after it, the small digits U-Net learns them
-    several times faster)."""
+    several times faster). ``mean_flow``: a second time input ``gap`` = the network's label of t - r (MeanFlow's
+    average velocity u(z, r, t) reads (t, t - r), Geng et al. 2025), through its own embedding MLP added like the
+    class embedding; ``gap=None`` is 0, so the plain call is u(z, t, t) = v(z, t)."""
 
     def __init__(self, *, resolution: int = 32, in_ch: int = 3, out_ch: int = 3, ch: int = 128,
                  ch_mult: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attn_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1, num_classes: int = 0,
-                 norm_groups: int = 0, augment_dim: int = 0):
+                 norm_groups: int = 0, augment_dim: int = 0, mean_flow: bool = False):
         super().__init__()
+        self.mean_flow = mean_flow
         self.num_classes, self.norm_groups, self.augment_dim = num_classes, norm_groups, augment_dim
         g = norm_groups
         if resolution % (2 ** (len(ch_mult) - 1)):
@@ -49,6 +52,8 @@ class UNet(nn.Module):
         self.resolution, self.in_ch, self.out_ch = resolution, in_ch, out_ch
         self.temb = nn.Module()
         self.temb.dense = nn.ModuleList([linear(ch, self.temb_ch), linear(self.temb_ch, self.temb_ch)])
+        if mean_flow:
+            self.gap_emb = nn.ModuleList([linear(ch, self.temb_ch), linear(self.temb_ch, self.temb_ch)])
         if num_classes:
             self.class_emb = nn.Embedding(num_classes + 1, self.temb_ch)
         if augment_dim:  # initialised like the class embedding: a flip moves temb as far as a change of class
@@ -94,11 +99,14 @@ class UNet(nn.Module):
         self.conv_out = conv(cur, out_ch, zero=True)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-                aug: torch.Tensor | None = None) -> torch.Tensor:
+                aug: torch.Tensor | None = None, gap: torch.Tensor | None = None) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        emb = timestep_embedding(t, self.ch).to(self.temb.dense[0].weight.dtype)
-        temb = self.temb.dense[1](F.silu(self.temb.dense[0](emb)))
+        temb = self._embed(self.temb.dense, t)
+        if self.mean_flow:
+            temb = temb + self._embed(self.gap_emb, torch.zeros_like(t) if gap is None else gap.expand_as(t))
+        elif gap is not None:
+            raise ValueError("a time gap t - r given to a U-Net built without mean_flow")
         if self.num_classes:
             y = torch.full_like(t, self.num_classes, dtype=torch.long) if y is None else y.long()
             temb = temb + self.class_emb(y.to(x.device))
@@ -125,3 +133,8 @@ class UNet(nn.Module):
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+    def _embed(self, dense: nn.ModuleList, t: torch.Tensor) -> torch.Tensor:
+        """Dense(swish(Dense(sinusoidal(t)))): the time embedding before the class and augmentation terms."""
+        emb = timestep_embedding(t, self.ch).to(dense[0].weight.dtype)
+        return dense[1](F.silu(dense[0](emb)))

@@ -17,6 +17,8 @@ from .ancestral import sample_ancestral
 from .consistency import SCHEDULES as CONSISTENCY_SCHEDULES
 from .consistency import sample_consistency
 from .langevin import sample_langevin, sample_pc
+from .meanflow import sample_meanflow
+from .multistep import sample_dpm3m_sde, sample_ipndm, sample_unipc
 from .ode import sample_ddim, sample_dpm2m, sample_euler, sample_euler_ancestral, sample_heun, sample_rk45
 from .schedules import searched
 from .stochastic import sample_dpm2m_sde, sample_edm_stochastic, sample_restart
@@ -35,6 +37,10 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "dpm2m_sde": sample_dpm2m_sde,  # DPM-Solver++(2M) SDE
     "restart": sample_restart,  # Restart sampling (Xu et al. 2023)
     "consistency": sample_consistency,  # multistep consistency sampling (Song et al. 2023, Algorithm 1)
+    "ipndm": sample_ipndm,  # improved PNDM (Zhang & Chen 2023): Adams-Bashforth up to fourth order
+    "unipc": sample_unipc,  # UniPC-bh2 (Zhao et al. 2023), predictor-corrector up to third order
+    "dpm3m_sde": sample_dpm3m_sde,  # DPM-Solver++(3M) SDE (k-diffusion)
+    "meanflow": sample_meanflow,  # MeanFlow's jumps along the average velocity (Geng et al. 2025, Algorithm 2)
 }
 DISCRETE = ("ancestral", "pc", "ddim")  # samplers on the model's levels (schedules give level indices)
 
@@ -86,6 +92,8 @@ def unhonoured(denoiser: Denoiser, name: str, *, steps: int | None = None, sched
         if name == "consistency" and schedule not in CONSISTENCY_SCHEDULES:
             return "schedule", (f"consistency sampling spaces its levels by {' or '.join(CONSISTENCY_SCHEDULES)} "
                                 "(the model's discrete levels do not apply)")
+    if name == "meanflow" and not getattr(denoiser.net, "mean_flow", False):
+        return "sampler", "meanflow jumps along a MeanFlow model's average velocity (model.mean_flow: true)"
     top = denoiser.trained_top
     start = float(denoiser.process.sigma_max)
     if top and name in (*DISCRETE, "langevin") and start > top * (1 + 1e-6):

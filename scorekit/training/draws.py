@@ -20,6 +20,7 @@ from ..evaluation.likelihood import pixel_max
 from ..model.denoiser import Denoiser
 from ..processes import DiscreteProcess
 from ..rng import image_seed
+from .meanflow import draw_times
 from .tsampling import LossSecondMomentSampler, continuous_levels
 from .vdm import low_discrepancy
 
@@ -65,6 +66,7 @@ class Draws:
     sigma: torch.Tensor | None = None  # EDM's log-normal noise levels
     augment: Augment | None = None  # non-leaky augmentation
     weight: torch.Tensor | None = None  # importance weights of the levels t (None: uniform t, weight 1)
+    r: torch.Tensor | None = None  # meanflow: the second time r <= t (t and r are then path times in [0, 1])
 
     def __getitem__(self, sl: slice) -> Draws:
         return Draws(*(None if (v := getattr(self, f)) is None else v[sl] for f in self.__dataclass_fields__))
@@ -79,8 +81,11 @@ def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, 
     g = torch.Generator(device=device)
     g.manual_seed(image_seed(cfg.training.seed, step))
     tc, B = cfg.training, cfg.training.batch_size
-    weight = None
-    if tc.loss == "likelihood":
+    weight = r = None
+    if tc.loss == "meanflow":
+        t, r = draw_times(B, g, device, tc.meanflow_ratio, (tc.p_mean, tc.p_std) if tc.t_sampling == "logit_normal"
+                          else None)
+    elif tc.loss == "likelihood":
         t, weight = continuous_levels(process, B, g, device, tc.t_sampling)
     elif tc.loss == "vdm":  # VDM's low-discrepancy times (Appendix I.1), as fractional levels
         t = low_discrepancy(torch.rand((), generator=g, device=device, dtype=torch.float64), B) * (num_levels - 1)
@@ -96,7 +101,7 @@ def step_draws(cfg: Config, step: int, shape: tuple[int, ...], num_levels: int, 
     drop = torch.rand(B, generator=g, device=device) < tc.label_dropout if tc.label_dropout else None
     sigma = edm_sigmas(cfg, B, g, device) if tc.loss == "edm" else None
     augment = draw_augment(cfg.data.augment, B, shape[-1], g, device) if cfg.data.augment else None
-    return Draws(t, noise, flip, dequant, drop, sigma, augment, weight)
+    return Draws(t, noise, flip, dequant, drop, sigma, augment, weight, r)
 
 
 def flow_levels(cfg: Config, process: DiscreteProcess, n: int, g: torch.Generator, device) -> torch.Tensor:

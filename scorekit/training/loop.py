@@ -206,7 +206,7 @@ class Trainer:
                         loss = self.fewstep.loss(self.train_denoiser, x0, d.noise, y, self.step, sl).float()
                     else:
                         loss = objective(cfg, self.train_denoiser, x0, d.t, d.noise, y, sigma=d.sigma, aug=aug,
-                                         weight=d.weight).float()
+                                         weight=d.weight, r=d.r).float()
                     if self.t_sampler is not None:
                         per_image[sl] = loss.detach().double()
                         loss = loss * d.weight.float()

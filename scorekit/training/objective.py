@@ -7,21 +7,27 @@ import torch
 from ..config import Config
 from ..model.denoiser import Denoiser
 from .losses import ddpm_loss, dsm_loss, edm_loss, fm_loss, likelihood_loss
+from .meanflow import meanflow_loss
 from .vdm import vdm_loss
 
 
 def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
               y: torch.Tensor | None = None, *, sigma: torch.Tensor | None = None,
-              aug: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+              aug: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+              r: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example loss of the configured objective (``y``: class labels, for class-conditional models;
     ``sigma``: EDM's noise levels, which replace ``t``; ``aug``: augmentation parameters, the network's
-    conditioning; ``weight``: the likelihood loss's weights of its fractional levels ``t``)."""
+    conditioning; ``weight``: the likelihood loss's weights of its fractional levels ``t``; ``r``: MeanFlow's second
+    time, where ``t`` and ``r`` are path times in [0, 1]; without ``r``, meanflow's loss is flow matching at levels
+    ``t``, u(z, t, t) = v, as on the fixed held-out batches)."""
     if cfg.training.loss == "likelihood":
         return likelihood_loss(denoiser, x0, t, noise, weight, y=y, aug=aug)
     if cfg.training.loss == "vdm":  # t: levels 0..T-1, VDM's time t / (T - 1)
         return vdm_loss(denoiser, x0, t.double() / (denoiser.process.num_levels - 1), noise,
                         cfg.training.vdm_steps, y=y, aug=aug)
-    if cfg.training.loss in ("fm", "reflow"):  # reflow: x0 and noise are a teacher's pair
+    if cfg.training.loss == "meanflow" and r is not None:
+        return meanflow_loss(denoiser.net, x0, t, r, noise, cfg.training.adaptive_p, y=y)
+    if cfg.training.loss in ("fm", "reflow", "meanflow"):  # reflow: x0 and noise are a teacher's pair
         return fm_loss(denoiser, x0, t, noise, y=y, aug=aug)
     if cfg.training.loss == "edm":
         return edm_loss(denoiser, x0, sigma, noise, cfg.model.sigma_data, y=y, aug=aug)
