@@ -124,6 +124,17 @@ def device(text: str) -> str:
     return text
 
 
+def sigma_interval(text: str) -> tuple[float, float]:
+    """--guidance-interval: SIGMA_LO,SIGMA_HI with 0 <= SIGMA_LO < SIGMA_HI (guidance for sigma in (lo, hi])."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIGMA_LO,SIGMA_HI like 0.3,5, got {text!r}") from None
+    if not 0 <= lo < hi:
+        raise argparse.ArgumentTypeError(f"needs 0 <= SIGMA_LO < SIGMA_HI, got {text!r}")
+    return lo, hi
+
+
 def class_spec(text: str) -> str | list[int]:
     """--class: ``all`` (an equal share of every class) or a comma-separated list of class indices."""
     if text.strip() == "all":

@@ -23,6 +23,7 @@ from .args import (
     existing_path,
     out_paths,
     real,
+    sigma_interval,
 )
 from .codec import chain_args
 
@@ -119,6 +120,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_sampler(denoiser, sampler, args.steps, args.schedule)
     paths = out_paths(args.out, Path(args.run) / "samples" / f"seed{args.seed}", "grid.png")
     options = sampler_options(args)
+    denoiser, auto = autoguide(args, denoiser)
     guided = guidance_kwargs(args, denoiser, args.n)
     t0 = time.perf_counter()
     denoiser.nfe = 0
@@ -136,6 +138,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         summary.update(classes=guided["labels"].tolist(), guidance=guided["guidance"],
                        classifier=str(args.classifier) if args.classifier else None,
                        classifier_scale=guided["classifier_scale"])
+    summary.update(auto)
     if digits:
         summary["proxy"] = proxy_metrics(images)
     atomic_write_bytes(paths.companion("summary.json"), (json.dumps(summary, indent=2) + "\n").encode())
@@ -152,16 +155,41 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
+def autoguide(args: argparse.Namespace, denoiser):
+    """--guide G --guidance W [--guidance-interval LO,HI]: the run autoguided by G (unconditional draws), and what
+    the summary records."""
+    if args.guide is None:
+        return denoiser, {}
+    from ..model.autoguidance import autoguided
+    from ..run import load
+
+    if args.klass is not None or args.classifier is not None:
+        raise ScorekitError("--guide: autoguidance of class draws (--class / --classifier) is not offered yet; "
+                            "leave --class out to autoguide unconditional draws")
+    if args.guidance is None:
+        raise ScorekitError("--guide: give the autoguidance weight --guidance W (1 = unguided; EDM2 used 1.2-3)")
+    guide = load(args.guide, ema=not args.no_ema, device=denoiser.device)
+    args.autoguided = True
+    return (autoguided(denoiser, guide, args.guidance, args.guidance_interval),
+            {"guide": str(args.guide), "guidance": args.guidance,
+             "guidance_interval": list(args.guidance_interval) if args.guidance_interval else None})
+
+
 def guidance_kwargs(args: argparse.Namespace, denoiser, n: int) -> dict:
     """--class / --guidance / --classifier / --classifier-scale as generate()'s keyword arguments, checked
     against the model before any sampling."""
     from ..model.guidance import conditional, labels_for
 
+    if getattr(args, "guide", None) is not None:
+        if not getattr(args, "autoguided", False):
+            raise ScorekitError("--guide: autoguidance is offered by `scorekit sample` (this command does not take it)")
+        return {}
     if args.klass is None:
         for flag, value in (("--guidance", args.guidance), ("--classifier", args.classifier),
-                            ("--classifier-scale", args.classifier_scale)):
+                            ("--classifier-scale", args.classifier_scale),
+                            ("--guidance-interval", args.guidance_interval)):
             if value is not None:
-                raise ScorekitError(f"{flag}: needs --class (which class to draw)")
+                raise ScorekitError(f"{flag}: needs --class (which class to draw) or --guide (autoguidance)")
         return {}
     classifier = None
     if args.classifier is not None:
@@ -180,8 +208,9 @@ def guidance_kwargs(args: argparse.Namespace, denoiser, n: int) -> dict:
                             "(classifier guidance) or train with model.num_classes")
     guidance = args.guidance if args.guidance is not None else denoiser.config.sampling.guidance
     kwargs = {"labels": labels_for(args.klass, n, k), "guidance": guidance, "classifier": classifier,
-              "classifier_scale": scale}
-    conditional(denoiser, kwargs["labels"][:1], guidance=guidance, classifier=classifier, classifier_scale=scale)
+              "classifier_scale": scale, "guidance_interval": args.guidance_interval}
+    conditional(denoiser, kwargs["labels"][:1], guidance=guidance, classifier=classifier, classifier_scale=scale,
+                interval=args.guidance_interval)
     return kwargs
 
 
@@ -207,6 +236,11 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance scale: 1 the conditional model, 0 the unconditional "
                         "(default: the run's sampling.guidance)")
     p.add_argument("--classifier", type=existing_path, metavar="DIR", help="classifier guidance: a classifier run")
+    p.add_argument("--guide", type=existing_path, metavar="G",
+                   help="autoguidance (Karras et al. 2024; `scorekit sample` only): a weaker run or checkpoint of the "
+                        "same family, process and image shape; --guidance W sets D = D_G + W (D - D_G)")
+    p.add_argument("--guidance-interval", type=sigma_interval, metavar="SIGMA_LO,SIGMA_HI",
+                   help="guide (classifier-free or autoguidance) only for sigma in (SIGMA_LO, SIGMA_HI]")
     p.add_argument("--classifier-scale", type=real(0, 1000), metavar="K", help="classifier guidance scale (default 1)")
 
 

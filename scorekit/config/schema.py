@@ -80,7 +80,7 @@ class ModelConfig:
     norm_groups: int = 0  # unet: GroupNorm groups of every layer; 0 = 32, or gcd(32, channels) where 32 doesn't divide
     fourier: list[int] = field(default_factory=list)  # unet: also feed sin/cos(2^n pi x), n in this list (VDM)
     consistency: bool = False  # a consistency function f(x, sigma) (Song et al. 2023) with f(x, sigma_min) = x
-    mean_flow: bool = False  # unet: a second time input t - r, MeanFlow's average velocity u(z, r, t) (Geng et al. 2025)
+    mean_flow: bool = False  # unet: a second time input t - r, MeanFlow's average velocity u(z, r, t)
 
 
 @dataclass
@@ -100,14 +100,14 @@ class TrainingConfig:
     # | meanflow (MeanFlow's identity, a flow with model.mean_flow)
     vdm_steps: int = 0  # vdm: 0 = VDM's continuous-time bound; T' > 0 = its discrete-time bound on T' steps
     t_sampling: str = "uniform"  # uniform | importance (vlb: improved DDPM's; likelihood: uniform in log sigma)
-    # | logit_normal (fm, meanflow: SD3's logit(t) ~ N(p_mean, p_std^2)) | mode (fm: SD3's heavy-tailed, scale mode_scale)
+    # | logit_normal (fm, meanflow: SD3's logit(t) ~ N(p_mean, p_std^2)) | mode (fm: SD3's heavy-tailed, mode_scale)
     # | u_shaped (fm / reflow: 2-rectified flow++'s p(t) ~ cosh(4 t - 2), more weight at both ends)
     anneal_power: float = 2.0  # dsm: lambda(sigma) = sigma^anneal_power
     grad_accum: int = 1  # micro-batches per optimizer step
     label_dropout: float = 0.0  # classifier-free guidance: probability that a label is replaced by "no class"
     p_mean: float = -1.2  # edm loss: ln(sigma) ~ N(p_mean, p_std^2); fm, logit_normal: logit(t) = ln(sigma), SD3's m
     p_std: float = 1.2  # fm, logit_normal: SD3's s
-    meanflow_ratio: float = 0.25  # meanflow: the fraction of (t, r) pairs with r != t (the rest train u(z, t, t) = v)
+    meanflow_ratio: float = 0.25  # meanflow: the fraction of (t, r) with r != t (the rest train u(z, t, t) = v)
     adaptive_p: float = 1.0  # meanflow: the adaptive weight's power p in 1 / (||delta||^2 + c)^p (0: plain squares)
     mode_scale: float = 1.29  # fm, t_sampling=mode: SD3's s in t = 1 - u - s (cos^2(pi u / 2) - 1 + u)
     snapshot_every: int = 0  # post-hoc EMA (EDM2): save the power-function EMAs every this many steps; 0 = off

@@ -22,14 +22,16 @@ def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256
              options: dict | None = None, progress: bool = False, dist: Dist | None = None,
              precision: str | None = None, compile: bool | None = None, labels: torch.Tensor | None = None,
              guidance: float = 1.0, classifier: Denoiser | None = None, classifier_scale: float = 0.0,
-             raw: bool = False, record: dict | None = None) -> torch.Tensor:
+             guidance_interval: tuple[float, float] | None = None, raw: bool = False,
+             record: dict | None = None) -> torch.Tensor:
     """n images as uint8 (N, C, H, W); image i depends only on (seed, i). The batches [kB, (k+1)B) are the
     same whatever the number of processes (under torchrun, rank r samples batches r, r + world, ...), so
     the images are bit-identical with 1 or many processes. ``precision`` / ``compile`` default to the
     run's sampling settings; a compiled network always sees full batches (the last one is padded with
     extra images that are discarded), so its shapes stay static. ``labels`` (one class per image) with
-    ``guidance`` / ``classifier`` and ``classifier_scale`` sample classes (see :mod:`scorekit.model.guidance`). A run
-    that learnt its data's value set (``data.values``) gives images on that set (:func:`samples_u8`) unless
+    ``guidance`` (only for sigma in ``guidance_interval``) / ``classifier`` and ``classifier_scale`` sample classes
+    (see :mod:`scorekit.model.guidance`). A run that learnt its data's value set (``data.values``) gives images on
+    that set (:func:`samples_u8`) unless
     ``raw``. ``record``, a dict, receives what was used: the sampler, the options it took (a searched schedule
     included) and whether the images are on the data's values."""
     cfg = denoiser.config
@@ -51,7 +53,8 @@ def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256
         d = denoiser
         if labels is not None:  # the padding of a compiled batch repeats the last label
             y = labels[torch.tensor([min(i, n - 1) for i in idx])]
-            d = conditional(denoiser, y, guidance=guidance, classifier=classifier, classifier_scale=classifier_scale)
+            d = conditional(denoiser, y, guidance=guidance, classifier=classifier, classifier_scale=classifier_scale,
+                            interval=guidance_interval)
         rng = ImageRNG(seed, idx, denoiser.device)
         with torch.autocast(denoiser.device.type, dtype=torch.bfloat16, enabled=bf16):
             x = sample(d, name, (len(idx), *shape), rng, progress=progress, **opts)

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ScorekitError
 from ..processes.base import expand_like
+from .autoguidance import in_interval, sigma_of_label
 from .denoiser import Denoiser
 
 
@@ -27,9 +28,11 @@ class GuidedNet(nn.Module):
     """``net(x, label)`` of a class-conditional network for fixed per-image class ``labels``, with classifier-free
     guidance scale ``scale``: one evaluation on [x; x] with [labels; no class] when scale is not 0 or 1."""
 
-    def __init__(self, net: nn.Module, labels: torch.Tensor, scale: float, null: int, learned_variance: bool = False):
+    def __init__(self, net: nn.Module, labels: torch.Tensor, scale: float, null: int, learned_variance: bool = False,
+                 interval: tuple[float, float] | None = None, to_sigma=None):
         super().__init__()
         self.net, self.scale, self.null, self.learned_variance = net, float(scale), null, learned_variance
+        self.interval, self.to_sigma = interval, to_sigma  # guidance only for sigma in (lo, hi] (None: everywhere)
         self.register_buffer("labels", labels.long(), persistent=False)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -43,10 +46,12 @@ class GuidedNet(nn.Module):
             return self.net(x, label, none)
         out = self.net(torch.cat([x, x]), torch.cat([label, label]), torch.cat([labels, none]))
         cond, uncond = out.chunk(2)
-        if not self.learned_variance:
-            return uncond + self.scale * (cond - uncond)
-        c = out.shape[1] // 2  # the estimate's channels; the variance channels are the conditional model's
-        return torch.cat([uncond[:, :c] + self.scale * (cond[:, :c] - uncond[:, :c]), cond[:, c:]], dim=1)
+        c = out.shape[1] // 2 if self.learned_variance else out.shape[1]  # the variance channels stay conditional
+        mixed = torch.cat([uncond[:, :c] + self.scale * (cond[:, :c] - uncond[:, :c]), cond[:, c:]], dim=1)
+        if self.interval is None:
+            return mixed
+        inside = in_interval(self.to_sigma(label), self.interval).to(out.device)
+        return torch.where(inside.view(-1, *([1] * (out.ndim - 1))), mixed, cond)
 
 
 def classifier_guide(classifier: Denoiser, labels: torch.Tensor, scale: float):
@@ -67,9 +72,11 @@ def classifier_guide(classifier: Denoiser, labels: torch.Tensor, scale: float):
 
 
 def conditional(denoiser: Denoiser, labels: torch.Tensor | list[int], *, guidance: float = 1.0,
-                classifier: Denoiser | None = None, classifier_scale: float = 0.0) -> Denoiser:
+                classifier: Denoiser | None = None, classifier_scale: float = 0.0,
+                interval: tuple[float, float] | None = None) -> Denoiser:
     """The denoiser for a batch whose image i has class ``labels[i]``: classifier-free guidance ``guidance`` (a
-    class-conditional model), and / or classifier guidance with ``classifier`` at ``classifier_scale``."""
+    class-conditional model; only for sigma in ``interval`` = (sigma_lo, sigma_hi] if given, Kynkaanniemi et al.
+    2024), and / or classifier guidance with ``classifier`` at ``classifier_scale``."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     n_classes = _classes(denoiser)
     if guidance < 0 or classifier_scale < 0:
@@ -82,7 +89,8 @@ def conditional(denoiser: Denoiser, labels: torch.Tensor | list[int], *, guidanc
         raise ScorekitError(f"class labels must be in 0..{limit - 1}, got {labels.tolist()[:8]}")
     d = denoiser
     if n_classes:
-        d = d.with_net(GuidedNet(d.net, labels, guidance, n_classes, d.variance.is_learned))
+        d = d.with_net(GuidedNet(d.net, labels, guidance, n_classes, d.variance.is_learned, interval,
+                                 sigma_of_label(d) if interval is not None else None))
     if classifier is not None and classifier_scale > 0:
         check_classifier(denoiser, classifier)
         d = d.with_net(d.net)

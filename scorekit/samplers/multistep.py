@@ -80,7 +80,8 @@ def sample_dpm3m_sde(denoiser: Denoiser, shape: tuple[int, ...], rng: ImageRNG, 
             if h_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0, d1_1 = (denoised - d_1) / r0, (d_1 - d_2) / r1
-                x = x + phi_2 * (d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)) - (phi_2 / h_eta - 0.5) * (d1_0 - d1_1) / (r0 + r1)
+                d1, d2 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1), (d1_0 - d1_1) / (r0 + r1)
+                x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
             elif h_1 is not None:
                 x = x + phi_2 * (denoised - d_1) / (h_1 / h)
             if eta > 0:

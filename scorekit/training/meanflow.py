@@ -69,7 +69,7 @@ def meanflow_loss(net: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, r: to
         if idx.numel() == 0:
             continue
         if needs_jvp:
-            u_i, target_i = meanflow_target(lambda a, b, c: u_fn(a, b, c, idx), z[idx], r[idx], t[idx], v[idx])
+            u_i, target_i = meanflow_target(lambda a, b, c, i=idx: u_fn(a, b, c, i), z[idx], r[idx], t[idx], v[idx])
         else:  # r = t: u = v, plain flow matching
             u_i, target_i = u_fn(z[idx], r[idx], t[idx], idx), v[idx]
         u = u.index_put((idx,), u_i.to(u.dtype))
