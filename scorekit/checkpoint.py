@@ -110,10 +110,14 @@ def atomic_save_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dic
 
 
 def _looks_pickled(path: Path) -> bool:
-    """torch.save writes a zip archive (PK...) or, in the legacy format, a raw pickle (0x80 ...)."""
+    """torch.save writes a zip archive (PK...) or, in the legacy format, a raw pickle (0x80, protocol 2-5). A
+    safetensors file starts with its header's length (8 bytes, little-endian, whose first byte may well be 0x80)
+    and then the header's "{"."""
     with open(path, "rb") as f:
-        head = f.read(2)
-    return head == b"PK" or head[:1] == b"\x80"
+        head = f.read(9)
+    if head[8:9] == b"{":
+        return False
+    return head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
 
 
 def load_checkpoint(path: str | Path, *, optimizer: bool = True, map_location: str | torch.device = "cpu",

@@ -100,3 +100,15 @@ def test_truncated_and_foreign_files_give_clear_errors(tmp_path):
 def test_safe_torch_load_reads_plain_state_dicts(tmp_path):
     torch.save({"module.w": torch.ones(2), "step": 3}, tmp_path / "ok.pt")
     assert safe_torch_load(tmp_path / "ok.pt")["step"] == 3
+
+
+def test_a_truncated_checkpoint_whose_header_length_starts_with_0x80_is_not_called_pickled(tmp_path):
+    """A safetensors header of 128 + 256 k bytes starts with the byte 0x80, as a legacy pickle does; the '{' after
+    the 8-byte length tells them apart (a real torch.save pickle is still recognised)."""
+    path = tmp_path / "step_000000001.safetensors"
+    path.write_bytes((384).to_bytes(8, "little") + b'{"__metadata__": {"scorekit": "')  # cut inside the header
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_checkpoint(path)
+    torch.save({"a": torch.zeros(1)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="pickled"):
+        load_checkpoint(tmp_path / "legacy.pt")

@@ -98,7 +98,7 @@ def test_channels_last_equals_the_plain_layout(device):
     assert torch.allclose(plain, fast, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", CHOICES["sampling.sampler"])
+@pytest.mark.parametrize("name", [n for n in CHOICES["sampling.sampler"] if n != "meanflow"])  # meanflow: its own net
 def test_every_sampler_on_the_device_draws_what_the_cpu_draws(device, name):
     """The same noise (per-image generators on the CPU, moved to the device) gives the same images on the device
     as on the CPU, up to float rounding."""
