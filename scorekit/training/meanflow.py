@@ -35,8 +35,8 @@ def meanflow_target(u_fn, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, v: 
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(u_theta(z, r, t), sg(u_tgt)): one JVP of ``u_fn(z, r, t)`` along the tangent (v, 0, 1) (Eq. 8, 10). The
     attention runs on PyTorch's math kernel, the one with forward-mode derivatives; on the CPU denormal numbers are
-    flushed to zero meanwhile (the math kernel's softmax and its tangent make them, and they slowed a digits step
-    from 1 s to 19 s)."""
+    flushed to zero meanwhile (the math kernel's softmax and its tangent make them; on a shared machine a digits step
+    took 19 s with them and about 1 s without)."""
     cpu = z.device.type == "cpu"
     if cpu:
         torch.set_flush_denormal(True)
@@ -52,7 +52,8 @@ def meanflow_target(u_fn, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, v: 
 def meanflow_loss(net: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, r: torch.Tensor, eps: torch.Tensor,
                   power: float = 1.0, y: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image MeanFlow loss at path times r <= t (float, per image) of the MeanFlow U-Net ``net``. On the CPU the
-    images are made contiguous: forward mode through channels-last convolutions took 17 times longer there."""
+    images are made contiguous: forward mode through channels-last inputs was many times slower there (measured on
+    a shared machine, BENCHMARKS.md "MeanFlow")."""
     t, r = t.to(x0.device, x0.dtype), r.to(x0.device, x0.dtype)
     if x0.device.type == "cpu":
         x0, eps = x0.contiguous(), eps.contiguous()
