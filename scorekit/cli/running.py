@@ -121,7 +121,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     paths = out_paths(args.out, Path(args.run) / "samples" / f"seed{args.seed}", "grid.png")
     options = sampler_options(args)
     denoiser, auto = autoguide(args, denoiser)
-    guided = guidance_kwargs(args, denoiser, args.n)
+    guided = guidance_kwargs(args, denoiser, args.n, autoguided=bool(auto))
     t0 = time.perf_counter()
     denoiser.nfe = 0
     images = generate(denoiser, args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
@@ -169,19 +169,18 @@ def autoguide(args: argparse.Namespace, denoiser):
     if args.guidance is None:
         raise ScorekitError("--guide: give the autoguidance weight --guidance W (1 = unguided; EDM2 used 1.2-3)")
     guide = load(args.guide, ema=not args.no_ema, device=denoiser.device)
-    args.autoguided = True
     return (autoguided(denoiser, guide, args.guidance, args.guidance_interval),
             {"guide": str(args.guide), "guidance": args.guidance,
              "guidance_interval": list(args.guidance_interval) if args.guidance_interval else None})
 
 
-def guidance_kwargs(args: argparse.Namespace, denoiser, n: int) -> dict:
+def guidance_kwargs(args: argparse.Namespace, denoiser, n: int, *, autoguided: bool = False) -> dict:
     """--class / --guidance / --classifier / --classifier-scale as generate()'s keyword arguments, checked
-    against the model before any sampling."""
+    against the model before any sampling (``autoguided``: --guide was applied by :func:`autoguide`)."""
     from ..model.guidance import conditional, labels_for
 
     if getattr(args, "guide", None) is not None:
-        if not getattr(args, "autoguided", False):
+        if not autoguided:
             raise ScorekitError("--guide: autoguidance is offered by `scorekit sample` (this command does not take it)")
         return {}
     if args.klass is None:

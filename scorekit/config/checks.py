@@ -138,6 +138,7 @@ def validate(cfg):
     _check_vdm(cfg)
     _check_fewstep(cfg)
     _check_flow(cfg)
+    _check_meanflow(cfg)
     return cfg
 
 
@@ -158,7 +159,6 @@ def _check_flow(cfg) -> None:
     if tc.t_sampling in ("logit_normal", "mode", "u_shaped") and tc.loss not in ("fm", "reflow", "meanflow"):
         raise ConfigError(f"training.t_sampling: {tc.t_sampling} draws the flow's time for training.loss=fm, "
                           f"reflow or meanflow, got training.loss={tc.loss}")
-    _check_meanflow(cfg)
     if tc.mode_scale <= -1 or tc.mode_scale >= 2 / (math.pi - 2):
         raise ConfigError(f"training.mode_scale: SD3's mode sampling is monotone for -1 < s < 1.75, got "
                           f"{tc.mode_scale}")

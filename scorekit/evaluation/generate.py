@@ -31,9 +31,8 @@ def generate(denoiser: Denoiser, n: int, *, seed: int = 0, batch_size: int = 256
     extra images that are discarded), so its shapes stay static. ``labels`` (one class per image) with
     ``guidance`` (only for sigma in ``guidance_interval``) / ``classifier`` and ``classifier_scale`` sample classes
     (see :mod:`scorekit.model.guidance`). A run that learnt its data's value set (``data.values``) gives images on
-    that set (:func:`samples_u8`) unless
-    ``raw``. ``record``, a dict, receives what was used: the sampler, the options it took (a searched schedule
-    included) and whether the images are on the data's values."""
+    that set (:func:`samples_u8`) unless ``raw``. ``record``, a dict, receives what was used: the sampler, the
+    options it took (a searched schedule included) and whether the images are on the data's values."""
     cfg = denoiser.config
     name = sampler or cfg.sampling.sampler
     values = sample_values(denoiser, raw=raw)

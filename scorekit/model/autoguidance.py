@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ScorekitError
 from .denoiser import Denoiser
+from .meanflow import is_mean_flow
 
 
 def sigma_of_label(denoiser: Denoiser):
@@ -34,6 +35,17 @@ def in_interval(sigma: torch.Tensor, interval: tuple[float, float] | None) -> to
         return None
     lo, hi = interval
     return (sigma > lo) & (sigma <= hi)
+
+
+def guided_mix(base: torch.Tensor, target: torch.Tensor, scale: float, learned_variance: bool,
+               inside: torch.Tensor | None = None) -> torch.Tensor:
+    """base + scale (target - base) on the estimate's channels (a learned variance's channels stay the target's);
+    ``inside`` (per image): where the mix applies, the target elsewhere (None: everywhere)."""
+    c = target.shape[1] // 2 if learned_variance else target.shape[1]
+    mixed = torch.cat([base[:, :c] + scale * (target[:, :c] - base[:, :c]), target[:, c:]], dim=1)
+    if inside is None:
+        return mixed
+    return torch.where(inside.to(target.device).view(-1, *([1] * (target.ndim - 1))), mixed, target)
 
 
 class AutoGuidedNet(nn.Module):
@@ -54,12 +66,7 @@ class AutoGuidedNet(nn.Module):
         if mask is not None and not bool(mask.any()):
             return main
         guide = self.guide(x, label, *args, **kwargs).to(main.dtype)
-        c = main.shape[1] // 2 if self.learned_variance else main.shape[1]
-        mixed = guide[:, :c] + self.weight * (main[:, :c] - guide[:, :c])
-        out = torch.cat([mixed, main[:, c:]], dim=1) if self.learned_variance else mixed
-        if mask is None:
-            return out
-        return torch.where(mask.to(out.device).view(-1, *([1] * (out.ndim - 1))), out, main)
+        return guided_mix(guide, main, self.weight, self.learned_variance, mask)
 
 
 def check_guide(denoiser: Denoiser, guide: Denoiser) -> None:
@@ -79,7 +86,7 @@ def check_guide(denoiser: Denoiser, guide: Denoiser) -> None:
         if mine != theirs:
             raise ScorekitError(f"--guide: the guide's {what} ({theirs}) differs from the run's ({mine}); a guide is "
                                 "a weaker model of the same kind")
-    if getattr(denoiser.net, "mean_flow", False):
+    if is_mean_flow(denoiser):
         raise ScorekitError("--guide: a MeanFlow model's average velocity is not guided here")
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import ScorekitError
 from ..processes.base import expand_like
-from .autoguidance import in_interval, sigma_of_label
+from .autoguidance import guided_mix, in_interval, sigma_of_label
 from .denoiser import Denoiser
 
 
@@ -46,12 +46,8 @@ class GuidedNet(nn.Module):
             return self.net(x, label, none)
         out = self.net(torch.cat([x, x]), torch.cat([label, label]), torch.cat([labels, none]))
         cond, uncond = out.chunk(2)
-        c = out.shape[1] // 2 if self.learned_variance else out.shape[1]  # the variance channels stay conditional
-        mixed = torch.cat([uncond[:, :c] + self.scale * (cond[:, :c] - uncond[:, :c]), cond[:, c:]], dim=1)
-        if self.interval is None:
-            return mixed
-        inside = in_interval(self.to_sigma(label), self.interval).to(out.device)
-        return torch.where(inside.view(-1, *([1] * (out.ndim - 1))), mixed, cond)
+        inside = in_interval(self.to_sigma(label), self.interval) if self.interval is not None else None
+        return guided_mix(uncond, cond, self.scale, self.learned_variance, inside)  # variance channels: conditional
 
 
 def classifier_guide(classifier: Denoiser, labels: torch.Tensor, scale: float):

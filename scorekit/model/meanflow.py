@@ -19,6 +19,13 @@ def is_mean_flow(denoiser: Denoiser) -> bool:
     return bool(getattr(denoiser.net, "mean_flow", False))
 
 
+def mean_flow_call(net, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """A MeanFlow U-Net at path times (r, t): its labels 1000 t and 1000 (t - r)."""
+    kw = {"gap": LABEL_SCALE * (t - r)}
+    return net(z, LABEL_SCALE * t, **kw) if y is None else net(z, LABEL_SCALE * t, y, **kw)
+
+
 def average_velocity(denoiser: Denoiser, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
                      y: torch.Tensor | None = None) -> torch.Tensor:
     """u_theta(z, r, t) at path times 0 <= r <= t <= 1 (per image, or scalars): the network at labels 1000 t and
@@ -32,5 +39,4 @@ def average_velocity(denoiser: Denoiser, z: torch.Tensor, r: torch.Tensor, t: to
         raise ValueError(f"MeanFlow needs path times 0 <= r <= t <= 1, got r in [{float(r.min()):.4g}, "
                          f"{float(r.max()):.4g}], t in [{float(t.min()):.4g}, {float(t.max()):.4g}]")
     denoiser.nfe += 1
-    kw = {"gap": LABEL_SCALE * (t - r)}
-    return denoiser.net(z, LABEL_SCALE * t, **kw) if y is None else denoiser.net(z, LABEL_SCALE * t, y, **kw)
+    return mean_flow_call(denoiser.net, z, r, t, y)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..model.denoiser import Denoiser
+from ..model.meanflow import is_mean_flow
 from ..rng import ImageRNG
 from .ancestral import sample_ancestral
 from .consistency import SCHEDULES as CONSISTENCY_SCHEDULES
@@ -92,7 +93,7 @@ def unhonoured(denoiser: Denoiser, name: str, *, steps: int | None = None, sched
         if name == "consistency" and schedule not in CONSISTENCY_SCHEDULES:
             return "schedule", (f"consistency sampling spaces its levels by {' or '.join(CONSISTENCY_SCHEDULES)} "
                                 "(the model's discrete levels do not apply)")
-    if name == "meanflow" and not getattr(denoiser.net, "mean_flow", False):
+    if name == "meanflow" and not is_mean_flow(denoiser):
         return "sampler", "meanflow jumps along a MeanFlow model's average velocity (model.mean_flow: true)"
     top = denoiser.trained_top
     start = float(denoiser.process.sigma_max)

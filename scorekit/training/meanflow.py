@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..model.meanflow import mean_flow_call
 from ..processes.base import expand_like
-from ..processes.flow import LABEL_SCALE, logit_normal_tau
+from ..processes.flow import logit_normal_tau
 
 ADAPTIVE_C = 1e-3  # the paper's c
 
@@ -61,8 +62,7 @@ def meanflow_loss(net: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, r: to
     v = eps - x0
 
     def u_fn(z_, r_, t_, idx):
-        yy = None if y is None else y[idx]
-        return net(z_, LABEL_SCALE * t_, yy, gap=LABEL_SCALE * (t_ - r_))
+        return mean_flow_call(net, z_, r_, t_, None if y is None else y[idx])
 
     u, target = torch.empty_like(x0), torch.empty_like(x0)
     jump = r < t
