@@ -292,3 +292,20 @@ def test_reflow_refuses_what_it_cannot_draw(tmp_path):
     assert not (tmp_path / "s").exists()
     with pytest.raises(ConfigError, match="training.loss=reflow: learns a teacher's pairs"):
         load_config("fm-digits", ["training.loss=reflow"])
+
+
+def test_the_discrete_bound_and_the_codec_refuse_a_flow_run(tmp_path, capsys):
+    """A flow run's likelihood is its ODE's (--method ode); the chain's bound and the codec built on it refuse in
+    one line, exit code 2, nothing written."""
+    from scorekit.cli import main
+    from scorekit.training import train_run
+
+    train_run("fm-digits", tmp_path / "f", ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",
+                                            "training.batch_size=4", "training.steps=1"],
+              device="cpu", progress=False, evaluate=False)
+    for argv, match in ((["bpd", str(tmp_path / "f"), "--n", "2"], "computed for VP and sub-VP runs, this is a flow"),
+                        (["compress", str(tmp_path / "f"), "digits:test", "--out", str(tmp_path / "c.skc")], "flow")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "c.skc").exists()

@@ -269,8 +269,9 @@ def cmd_bpd(args: argparse.Namespace) -> int:
         raise ScorekitError(f"{args.run}: a consistency model (model.consistency=true) has no likelihood to measure: "
                             "its network maps a noisy image to the end of its ODE trajectory, it is not a denoiser "
                             "(measure its teacher, or the samples with `scorekit eval`)")
-    if args.method == "vlb" and denoiser.process.kind == "ve":
-        raise ScorekitError("--method vlb: the variational bound is computed for VP and sub-VP runs; use --method ode")
+    if args.method == "vlb" and denoiser.process.kind not in ("vp", "subvp"):
+        raise ScorekitError(f"--method vlb: the variational bound is computed for VP and sub-VP runs, this is a "
+                            f"{denoiser.process.kind} run (its discrete chain is not the model); use --method ode")
     if args.codec and args.method != "vlb":
         raise ScorekitError("--codec: the codec codes at the variational bound; use it with --method vlb")
     if args.codec:
