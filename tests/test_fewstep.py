@@ -27,8 +27,9 @@ from scorekit.training.fewstep import (
     karras_grid,
     lognormal_index_weights,
     pd_target,
-    pseudo_huber,
+
 )
+from scorekit.training.losses import pseudo_huber
 
 PROCESS = VPProcess.from_schedule("linear", 1000)
 TINY = ["model.ch=16", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "model.num_res_blocks=1"]

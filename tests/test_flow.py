@@ -178,6 +178,7 @@ def test_training_times_for_each_sampling():
     (["model.arch=ncsnv2", "model.ngf=8"], "model.arch: a flow's network reads the continuous time"),
     (["model.output=mean"], "model.output: a flow's network predicts velocity"),
     (["training.mode_scale=2.0", "training.t_sampling=mode"], "training.mode_scale"),
+    (["fewstep.reflow_distance=pseudo_huber"], "fewstep.reflow_distance: pseudo_huber is the distance of a reflow"),
 ])
 def test_a_flow_refuses_what_it_cannot_do(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -189,6 +190,26 @@ def test_flow_options_outside_a_flow_are_refused():
         load_config("ddpm-digits", ["training.loss=fm"])
     with pytest.raises(ConfigError, match="training.t_sampling: logit_normal draws the flow's time"):
         load_config("ddpm-digits", ["training.t_sampling=logit_normal"])
+
+
+def test_the_pseudo_huber_flow_loss_is_over_the_whole_velocity():
+    """2-rectified flow++'s distance on the velocity: a network off by a constant e in every one of D dimensions
+    pays sqrt(D e^2 + c^2) - c whatever the pair (the exact velocity of a pair is eps - x0, which an x0-free net
+    cannot know, so the test uses a net that reads the pair's target from a closure)."""
+    g = torch.Generator().manual_seed(3)
+    n = 6
+    x0, eps = torch.randn(n, D, dtype=torch.float64, generator=g), torch.randn(n, D, dtype=torch.float64, generator=g)
+    t = P.t_of_tau(torch.full((n,), 0.3, dtype=torch.float64))
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x, label):
+            return eps - x0 + 0.25
+
+    net = Denoiser(Oracle(), P, output="velocity")
+    for c in (1e-3, 0.5, 10.0):
+        expected = math.sqrt(D * 0.25**2 + c * c) - c
+        assert torch.allclose(fm_loss(net, x0, t, eps, huber_c=c), torch.full((n,), expected, dtype=torch.float64))
+    assert torch.allclose(fm_loss(net, x0, t, eps), torch.full((n,), 0.25**2, dtype=torch.float64))
 
 
 # ----- reflow -----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.loss": ("mse", "kl", "vlb", "hybrid", "dsm", "ce", "edm", "likelihood", "vdm", "cd", "ect", "ict",
                       "pd", "fm", "reflow", "meanflow"),
     "training.t_sampling": ("uniform", "importance", "logit_normal", "mode", "u_shaped"),
+    "fewstep.reflow_distance": ("l2", "pseudo_huber"),
     "model.precond": ("none", "edm"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),

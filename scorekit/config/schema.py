@@ -164,6 +164,7 @@ class FewStepConfig:
     pd_final: int = 2  # pd: the student's steps after the last round
     pairs: int = 20000  # reflow: (noise, ODE endpoint) pairs the teacher draws (kept in RUN/pairs/)
     pair_seed: int = 7  # reflow: pair i's noise comes from the generator (pair_seed, i)
+    reflow_distance: str = "l2"  # reflow: l2 (Liu et al.) | pseudo_huber (2-rectified flow++, c = huber_c)
 
 
 @dataclass

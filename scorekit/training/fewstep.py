@@ -35,6 +35,7 @@ from ..model.factory import fewstep_sigma_max
 from ..model.guidance import conditional
 from ..processes.base import expand_like
 from ..rng import image_seed
+from .losses import pseudo_huber
 
 _STREAM = 2**41  # the few-step draws' own streams, apart from step_draws'
 
@@ -44,12 +45,6 @@ def karras_grid(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) ->
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return (lo + ramp * (hi - lo)) ** rho
-
-
-def pseudo_huber(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
-    """sqrt(||x - y||^2 + c^2) - c per image, the norm over the whole image (iCT)."""
-    sq = (x.float() - y.float()).pow(2).flatten(1).sum(1)
-    return (sq + c * c).sqrt() - c
 
 
 def ict_levels(cfg: Config, step: int) -> int:

@@ -62,17 +62,27 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
     return loss
 
 
+def pseudo_huber(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
+    """sqrt(||x - y||^2 + c^2) - c per image, the norm over the whole image (iCT; 2-rectified flow++)."""
+    sq = (x.float() - y.float()).pow(2).flatten(1).sum(1)
+    return (sq + c * c).sqrt() - c
+
+
 def fm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None = None,
-            aug: torch.Tensor | None = None) -> torch.Tensor:
+            aug: torch.Tensor | None = None, huber_c: float | None = None) -> torch.Tensor:
     """The conditional flow-matching loss (Lipman et al. 2022, Eq. 23; SD3 Eq. 2-3), per image: ||v_hat(x_t, t) -
     (eps - x0)||^2 averaged over pixels, x_t = (1 - t) x0 + t eps at (fractional) levels t. A velocity network is
-    regressed directly; an eps or x0 network through its velocity eps_hat - x0_hat (the same loss in v-space)."""
+    regressed directly; an eps or x0 network through its velocity eps_hat - x0_hat (the same loss in v-space).
+    ``huber_c``: the pseudo-Huber distance sqrt(||v_hat - v||^2 + c^2) - c instead (2-rectified flow++, Lee et al.
+    2024, Sec. 4.2, on the velocity; its LPIPS variant is left out)."""
     x_t = denoiser.process.q_sample(x0, t, eps)
     if denoiser.output is Output.VELOCITY and denoiser.precond == "none":
         v_hat = denoiser.raw(x_t, t, y, aug).to(x0.dtype)
     else:
         pred = denoiser(x_t, t, y=y, aug=aug)
         v_hat = (pred.eps - pred.x0).to(x0.dtype)
+    if huber_c is not None:
+        return pseudo_huber(v_hat, eps - x0, huber_c).to(x0.dtype)
     return mean_flat((v_hat - (eps - x0)) ** 2)
 
 

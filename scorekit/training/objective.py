@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..config import Config
@@ -28,7 +30,9 @@ def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor
     if cfg.training.loss == "meanflow" and r is not None:
         return meanflow_loss(denoiser.net, x0, t, r, noise, cfg.training.adaptive_p, y=y)
     if cfg.training.loss in ("fm", "reflow", "meanflow"):  # reflow: x0 and noise are a teacher's pair
-        return fm_loss(denoiser, x0, t, noise, y=y, aug=aug)
+        huber = cfg.fewstep.reflow_distance == "pseudo_huber" and cfg.training.loss == "reflow"
+        c = (cfg.fewstep.huber_c or 0.00054 * math.sqrt(x0[0].numel())) if huber else None
+        return fm_loss(denoiser, x0, t, noise, y=y, aug=aug, huber_c=c)
     if cfg.training.loss == "edm":
         return edm_loss(denoiser, x0, sigma, noise, cfg.model.sigma_data, y=y, aug=aug)
     if cfg.training.loss == "dsm":
