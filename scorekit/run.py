@@ -44,6 +44,11 @@ class RunDir:
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoint_dir / f"step_{step:09d}.safetensors"
 
+    @property
+    def guide_path(self) -> Path:
+        """The weaker guide the run keeps for autoguidance (training.guide_at; ``--guide self``)."""
+        return self.checkpoint_dir / "guide.safetensors"
+
     def prune(self, keep: int) -> None:
         for _, path in self.checkpoints()[:-keep]:
             path.unlink(missing_ok=True)

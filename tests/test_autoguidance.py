@@ -120,3 +120,89 @@ def test_sample_autoguides_a_run_from_the_command_line(tmp_path, capsys):
                         (["--guidance-interval", "0.1,20"], "--guidance-interval: needs --class")]:
         assert main(["sample", run, "--n", "2", "--no-progress", "--out", str(tmp_path / "x"), *argv]) != 0
         assert match in capsys.readouterr().err
+
+
+TINY_RUN = ["model.ch=8", "model.ch_mult=[1,2]", "model.norm_groups=2", "training.batch_size=8",
+            "training.checkpoint_every=100", "training.test_every=0", "sampling.num_samples=2", "eval.bpd_images=0",
+            "eval.proxy_samples=0", "training.snapshot_every=0"]
+
+
+def _samples(main, argv, out):
+    import numpy as np
+
+    assert main(["sample", *argv, "--n", "3", "--steps", "3", "--out", str(out), "--no-progress"]) == 0
+    return np.load(out / "samples.npz")["samples"]
+
+
+def test_a_run_keeps_its_guide_and_samples_with_guide_self(tmp_path, capsys):
+    """training.guide_at keeps the EMA weights at that fraction of the steps (equal to the final EMA of a run that
+    stops there, and the same after an interrupted, resumed run); `--guide self --guidance 1` samples exactly what
+    the unguided run samples, `--guide self` is `--guide RUN/checkpoints/guide.safetensors`, `--guide none` is no
+    guide; a run that keeps no guide is refused in one line."""
+    import numpy as np
+
+    from scorekit.checkpoint import load_checkpoint
+    from scorekit.cli import main
+    from scorekit.run import RunDir
+    from scorekit.training import train_run
+
+    for name, steps, cut in (("main", 4, None), ("cut", 4, 1), ("short", 2, None)):
+        if cut:
+            train_run("ddpm-digits", tmp_path / name, [*TINY_RUN, "training.guide_at=0.5", f"training.steps={cut}"],
+                      device="cpu", progress=False, evaluate=False)
+        train_run(tmp_path / name if cut else "ddpm-digits", None if cut else tmp_path / name,
+                  [f"training.steps={steps}"] if cut else [*TINY_RUN, "training.guide_at=0.5", f"training.steps={steps}"],
+                  device="cpu", progress=False, evaluate=False)
+    kept = load_checkpoint(RunDir(tmp_path / "main").guide_path)
+    short = load_checkpoint(RunDir(tmp_path / "short").latest())
+    resumed = load_checkpoint(RunDir(tmp_path / "cut").guide_path)
+    assert kept.step == 2 and all(torch.equal(kept.model[k], short.ema[k]) for k in short.ema)
+    assert all(torch.equal(kept.model[k], resumed.model[k]) for k in kept.model)
+    final = load_checkpoint(RunDir(tmp_path / "main").latest())
+    assert not all(torch.equal(kept.model[k], final.ema[k]) for k in kept.model)  # a weaker, earlier model
+
+    run = str(tmp_path / "main")
+    plain = _samples(main, [run], tmp_path / "plain")
+    assert np.array_equal(_samples(main, [run, "--guide", "self", "--guidance", "1"], tmp_path / "w1"), plain)
+    assert np.array_equal(_samples(main, [run, "--guide", "none"], tmp_path / "none"), plain)
+    w3 = _samples(main, [run, "--guide", "self", "--guidance", "30", "--raw"], tmp_path / "w3")
+    assert not np.array_equal(w3, _samples(main, [run, "--raw"], tmp_path / "raw"))
+    assert np.array_equal(_samples(main, [run, "--guide", str(RunDir(run).guide_path), "--guidance", "30", "--raw"],
+                                   tmp_path / "file"), w3)
+    train_run("ddpm-digits", tmp_path / "bare", [*TINY_RUN, "training.steps=1"], device="cpu", progress=False,
+              evaluate=False)
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "bare"), "--guide", "self", "--guidance", "2", "--n", "2",
+                 "--no-progress", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--guide self" in err and "keeps no guide" in err and len(err.splitlines()) == 1
+
+
+def test_autoguidance_of_class_draws_guides_the_conditional_model(tmp_path):
+    """A class-conditional run autoguided by its kept guide (EDM2): both networks see the drawn classes, the
+    classifier-free mix is off, D = D_G(x | c) + w (D(x | c) - D_G(x | c)); w = 1 draws what --class draws at
+    classifier-free scale 1."""
+    import numpy as np
+
+    from scorekit.cli import main
+    from scorekit.run import RunDir, load
+    from scorekit.training import train_run
+
+    train_run("ddpm-digits-cond", tmp_path / "c", [*TINY_RUN, "training.guide_at=0.5", "training.steps=4"],
+              device="cpu", progress=False, evaluate=False)
+    run = str(tmp_path / "c")
+    cond = _samples(main, [run, "--class", "3", "--guidance", "1"], tmp_path / "cond")
+    assert np.array_equal(_samples(main, [run, "--class", "3", "--guide", "self", "--guidance", "1"],
+                                   tmp_path / "w1"), cond)
+    d, g = load(run), load(RunDir(run).guide_path)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # four steps leave the zero-initialised output layer near zero: give both nets weights
+        for p in (*d.net.parameters(), *g.net.parameters()):
+            p.add_(0.2 * torch.randn(p.shape, generator=gen))
+    x = torch.randn(3, 1, 8, 8, generator=gen)
+    t, labels = torch.tensor([10, 400, 900]), torch.tensor([3, 3, 3])
+    got = conditional(autoguided(d, g, 2.5), labels)(x, t).eps
+    want_main, want_guide = conditional(d, labels)(x, t).eps, conditional(g, labels)(x, t).eps
+    assert float((want_main - want_guide).abs().max()) > 0.1
+    assert torch.allclose(got, want_guide + 2.5 * (want_main - want_guide), rtol=1e-5, atol=1e-5)
+    assert float((want_main - d(x, t, y=torch.full((3,), 10)).eps).abs().max()) > 0.1  # the classes reach the nets

@@ -155,20 +155,31 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
+def guide_spec(text: str) -> str | Path:
+    """--guide: `self`, `none`, or an existing run or checkpoint."""
+    return text if text in ("self", "none") else existing_path(text)
+
+
 def autoguide(args: argparse.Namespace, denoiser):
-    """--guide G --guidance W [--guidance-interval LO,HI]: the run autoguided by G (unconditional draws), and what
-    the summary records."""
-    if args.guide is None:
+    """--guide G|self|none --guidance W [--guidance-interval LO,HI]: the run autoguided by G (unconditional draws),
+    and what the summary records."""
+    if args.guide in (None, "none"):  # none: unguided (--class / --guidance then mean classifier-free guidance)
         return denoiser, {}
     from ..model.autoguidance import autoguided
-    from ..run import load
+    from ..run import RunDir, load
 
-    if args.klass is not None or args.classifier is not None:
-        raise ScorekitError("--guide: autoguidance of class draws (--class / --classifier) is not offered yet; "
-                            "leave --class out to autoguide unconditional draws")
+    if args.classifier is not None:
+        raise ScorekitError("--guide: autoguidance with classifier guidance (--classifier) is not offered; guide a "
+                            "class-conditional run's --class draws instead")
     if args.guidance is None:
         raise ScorekitError("--guide: give the autoguidance weight --guidance W (1 = unguided; EDM2 used 1.2-3)")
-    guide = load(args.guide, ema=not args.no_ema, device=denoiser.device)
+    source = args.guide
+    if source == "self":
+        source = RunDir(args.run).guide_path
+        if not Path(args.run).is_dir() or not source.is_file():
+            raise ScorekitError(f"--guide self: {args.run} keeps no guide ({source} is missing); train with "
+                                "training.guide_at=F (the EMA weights at F x steps are kept) or give --guide RUN")
+    guide = load(source, ema=not args.no_ema, device=denoiser.device)
     return (autoguided(denoiser, guide, args.guidance, args.guidance_interval),
             {"guide": str(args.guide), "guidance": args.guidance,
              "guidance_interval": list(args.guidance_interval) if args.guidance_interval else None})
@@ -179,10 +190,20 @@ def guidance_kwargs(args: argparse.Namespace, denoiser, n: int, *, autoguided: b
     against the model before any sampling (``autoguided``: --guide was applied by :func:`autoguide`)."""
     from ..model.guidance import conditional, labels_for
 
-    if getattr(args, "guide", None) is not None:
+    if getattr(args, "guide", None) not in (None, "none"):
         if not autoguided:
             raise ScorekitError("--guide: autoguidance is offered by `scorekit sample` (this command does not take it)")
-        return {}
+        if args.klass is None:
+            return {}
+        # class draws (EDM2): main and guide both see the classes; --guidance is the autoguidance weight, so the
+        # classifier-free mix is off (scale 1, the conditional model)
+        k = denoiser.config.model.num_classes
+        if not k:
+            raise ScorekitError("--class: this run is unconditional (model.num_classes=0); autoguide it without --class")
+        labels = labels_for(args.klass, n, k)
+        conditional(denoiser, labels[:1])
+        return {"labels": labels, "guidance": 1.0, "classifier": None, "classifier_scale": 0.0,
+                "guidance_interval": None}
     if args.klass is None:
         for flag, value in (("--guidance", args.guidance), ("--classifier", args.classifier),
                             ("--classifier-scale", args.classifier_scale),
@@ -235,9 +256,10 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance scale: 1 the conditional model, 0 the unconditional "
                         "(default: the run's sampling.guidance)")
     p.add_argument("--classifier", type=existing_path, metavar="DIR", help="classifier guidance: a classifier run")
-    p.add_argument("--guide", type=existing_path, metavar="G",
+    p.add_argument("--guide", type=guide_spec, metavar="G|self|none",
                    help="autoguidance (Karras et al. 2024; `scorekit sample` only): a weaker run or checkpoint of the "
-                        "same family, process and image shape; --guidance W sets D = D_G + W (D - D_G)")
+                        "same family, process and image shape, `self` the guide the run kept (training.guide_at), "
+                        "`none` unguided; --guidance W sets D = D_G + W (D - D_G)")
     p.add_argument("--guidance-interval", type=sigma_interval, metavar="SIGMA_LO,SIGMA_HI",
                    help="guide (classifier-free or autoguidance) only for sigma in (SIGMA_LO, SIGMA_HI]")
     p.add_argument("--classifier-scale", type=real(0, 1000), metavar="K", help="classifier guidance scale (default 1)")

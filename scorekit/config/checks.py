@@ -81,6 +81,9 @@ def validate(cfg):
         raise ConfigError(f"sampling.guidance: must be >= 0, got {cfg.sampling.guidance}")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout}")
+    if not 0.0 <= cfg.training.guide_at < 1.0:
+        raise ConfigError(f"training.guide_at: the fraction of the steps at which the guide is kept, in [0, 1) "
+                          f"(0: none), got {cfg.training.guide_at}")
     if not 0.0 <= cfg.training.ema_decay < 1.0:
         raise ConfigError(f"training.ema_decay: must be in [0, 1), got {cfg.training.ema_decay}")
     for key in ("adam_beta1", "adam_beta2"):

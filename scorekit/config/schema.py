@@ -122,6 +122,8 @@ class TrainingConfig:
     checkpoint_every: int = 5000
     keep_checkpoints: int = 2
     sample_every: int = 0  # write a sample grid every N steps; 0 = only at the end
+    guide_at: float = 0.0  # autoguidance (--guide self): keep the EMA weights at this fraction of the steps as
+    # RUN/checkpoints/guide.safetensors, the run's own weaker guide; 0 = keep none
     max_nonfinite: int = 10  # stop after this many non-finite losses/gradients in a row
 
 

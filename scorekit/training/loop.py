@@ -159,6 +159,13 @@ class Trainer:
         self.dist.barrier()
         return path
 
+    def keep_guide(self) -> Path:
+        """The run's autoguidance guide (Karras et al. 2024): its EMA weights at step training.guide_at x steps, a
+        weaker version of the final model that costs no training (a checkpoint without optimizer state)."""
+        weights = (self.ema.module if self.ema is not None else self.net).state_dict()
+        return save_checkpoint(self.run.guide_path, config=self.cfg.to_dict(), step=self.step, model=weights,
+                               state={"kept": "the run's autoguidance guide (training.guide_at)"})
+
     # ----- one optimizer step -----------------------------------------------------------------------------
 
     def class_labels(self, labels: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor | None:
@@ -313,6 +320,8 @@ class Trainer:
                     logger.log(self.step, self.fixed_losses(source))
                 if self.phema and self.step % tc.snapshot_every == 0 and dist.main:
                     save_snapshot(run.checkpoint_dir / "phema", self.step, self.phema)
+                if tc.guide_at and self.step == guide_step(tc) and dist.main:
+                    self.keep_guide()
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0 and dist.main:
@@ -335,6 +344,11 @@ class Trainer:
         images = generate(self.eval_denoiser(), min(n, self.cfg.sampling.num_samples), seed=self.cfg.sampling.seed,
                           batch_size=self.cfg.sampling.batch_size)
         return save_grid(path, images)
+
+
+def guide_step(tc) -> int:
+    """The step at which a run keeps its guide: training.guide_at x training.steps, at least 1."""
+    return max(1, round(tc.guide_at * tc.steps))
 
 
 def train_run(source: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, *,
