@@ -146,12 +146,13 @@ def test_a_run_keeps_its_guide_and_samples_with_guide_self(tmp_path, capsys):
     from scorekit.run import RunDir
     from scorekit.training import train_run
 
+    keep = [*TINY_RUN, "training.guide_at=0.5"]
     for name, steps, cut in (("main", 4, None), ("cut", 4, 1), ("short", 2, None)):
-        if cut:
-            train_run("ddpm-digits", tmp_path / name, [*TINY_RUN, "training.guide_at=0.5", f"training.steps={cut}"],
-                      device="cpu", progress=False, evaluate=False)
+        if cut:  # interrupted at step 1, then resumed to the end
+            train_run("ddpm-digits", tmp_path / name, [*keep, f"training.steps={cut}"], device="cpu", progress=False,
+                      evaluate=False)
         train_run(tmp_path / name if cut else "ddpm-digits", None if cut else tmp_path / name,
-                  [f"training.steps={steps}"] if cut else [*TINY_RUN, "training.guide_at=0.5", f"training.steps={steps}"],
+                  [f"training.steps={steps}"] if cut else [*keep, f"training.steps={steps}"],
                   device="cpu", progress=False, evaluate=False)
     kept = load_checkpoint(RunDir(tmp_path / "main").guide_path)
     short = load_checkpoint(RunDir(tmp_path / "short").latest())

@@ -27,7 +27,6 @@ from scorekit.training.fewstep import (
     karras_grid,
     lognormal_index_weights,
     pd_target,
-
 )
 from scorekit.training.losses import pseudo_huber
 

@@ -199,7 +199,8 @@ def guidance_kwargs(args: argparse.Namespace, denoiser, n: int, *, autoguided: b
         # classifier-free mix is off (scale 1, the conditional model)
         k = denoiser.config.model.num_classes
         if not k:
-            raise ScorekitError("--class: this run is unconditional (model.num_classes=0); autoguide it without --class")
+            raise ScorekitError("--class: this run is unconditional (model.num_classes=0); autoguide it without "
+                                "--class")
         labels = labels_for(args.klass, n, k)
         conditional(denoiser, labels[:1])
         return {"labels": labels, "guidance": 1.0, "classifier": None, "classifier_scale": 0.0,
