@@ -29,6 +29,7 @@ from scorekit.metrics.proxy import proxy_metrics  # noqa: E402
 from scorekit.rng import ImageRNG  # noqa: E402
 from scorekit.run import load  # noqa: E402
 from scorekit.samplers import DISCRETE, accepted_options, sample, sampling_options  # noqa: E402
+from scorekit.samplers.budget import options_for, plan  # noqa: E402
 
 BUDGETS = (5, 10, 20, 50)
 SWEEP = ("ancestral", "ddim", "pc", "euler", "heun", "dpm2m", "euler_ancestral", "edm_stochastic", "dpm2m_sde",
@@ -37,37 +38,9 @@ DEFAULT_SCHEDULE = {"ancestral": "uniform", "pc": "uniform", "ddim": "uniform"}
 OTHER_SCHEDULES = {"discrete": ("quad", "karras"), "sigma": ("logsnr", "uniform")}
 
 
-def plan(name: str, nfe: int, levels: int) -> dict | None:
-    """Options that spend about ``nfe`` network evaluations (None if the budget does not fit)."""
-    if name in ("ancestral", "ddim"):
-        return {"steps": min(nfe, levels)}
-    if name in ("euler", "dpm2m", "euler_ancestral", "dpm2m_sde"):
-        return {"steps": nfe}
-    if name in ("heun", "edm_stochastic"):
-        return {"steps": (nfe + 1) // 2} if nfe >= 3 else None
-    if name == "pc":
-        return {"steps": min(nfe // 2, levels)} if nfe >= 4 else None
-    if name == "restart":  # the paper's (N_restart, K) = (3, 2) where it fits, smaller restarts below
-        n_r, k = (3, 2) if nfe >= 35 else (2, 1) if nfe >= 15 else (1, 1)
-        main = (nfe - 2 * n_r * k + 1) // 2
-        return {"steps": main, "restart_nk": (n_r, k)} if main >= 2 else None
-    if name == "langevin":
-        return {"n_steps_each": max(1, (nfe - 1) // levels)} if nfe >= levels + 1 else None
-    raise ValueError(name)
-
-
-def options_for(denoiser, name: str, opts: dict) -> dict:
-    opts = dict(opts)
-    if "restart_nk" in opts:
-        n_r, k = opts.pop("restart_nk")
-        scale = (denoiser.data_range[1] - denoiser.data_range[0]) / 2
-        opts["restart"] = (n_r, k, 0.06 * scale, 0.30 * scale)
-    return opts
-
-
 def evaluate(denoiser, name: str, opts: dict, n: int, seed: int, schedule: str | None = None) -> dict:
     """Proxy FD of n samples with the run's sampling settings (x0 clipping, Langevin step size) unless overridden."""
-    options = {**sampling_options(denoiser.config.sampling), **options_for(denoiser, name, opts)}
+    options = {**sampling_options(denoiser.config.sampling), **options_for(denoiser, opts)}
     options["schedule"] = schedule or options.get("schedule", "auto")
     denoiser.nfe = 0
     t0 = time.perf_counter()

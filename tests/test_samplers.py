@@ -137,6 +137,27 @@ def test_nfe_counts():
         assert d.nfe == nfe, name
 
 
+@pytest.mark.parametrize("budget", [3, 5, 8, 10, 20, 40])
+def test_a_budget_plan_spends_at_most_its_budget(budget):
+    """scorekit.samplers.budget.plan: the evaluations a sampler makes (counted on the exact mixture denoiser) are at
+    most the budget and, where the sampler can spend it, within 1 of it (restart: within its restart cost's
+    granularity, 2 N_restart K + 1)."""
+    from scorekit.samplers.budget import options_for, plan
+
+    d = exact_denoiser(MIX, PROCESSES["vp"])
+    names = ["ancestral", "ddim", "euler", "heun", "dpm2m", "pc", "euler_ancestral", "edm_stochastic", "dpm2m_sde",
+             "restart", "ipndm", "unipc", "dpm3m_sde"]
+    for name in names:
+        opts = plan(name, budget, d.process.num_levels)
+        if opts is None:
+            assert name in ("heun", "edm_stochastic", "pc", "restart") and budget < 15, name
+            continue
+        d.nfe = 0
+        sample(d, name, (4, 2), ImageRNG(0, 4), **options_for(d, opts))
+        slack = 1 if name != "restart" else 2 * opts["restart_nk"][0] * opts["restart_nk"][1] + 1
+        assert budget - slack <= d.nfe <= budget, (name, opts, d.nfe)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from scorekit.run import load

@@ -29,12 +29,14 @@ FILES = {
     "recipes": ["recipes.csv", "recipes.png", "recipes.json"],
     "few-step": ["few-step.csv", "few-step.png", "few-step.json"],
     "flows": ["flows.csv", "flows.json"],
+    "autoguidance": ["autoguidance.csv", "autoguidance_samplers.csv", "autoguidance.png", "autoguidance_samplers.png",
+                     "autoguidance.json"],
 }
 
 
 def study(name, folder, *extra):
     overrides = {"ddpm-objectives": TINY_DDPM, "guidance": TINY_DDPM, "recipes": TINY_DDPM + TINY_NCSN,
-                 "few-step": TINY_DDPM, "flows": TINY_DDPM}
+                 "few-step": TINY_DDPM, "flows": TINY_DDPM, "autoguidance": TINY_DDPM}
     overrides = overrides.get(name, TINY_NCSN)
     assert main(["study", name, "--out", str(folder), "--steps", "6", "--n", "24", "--checkpoints", "2",
                  "--no-progress", *extra, *overrides, "training.batch_size=16"]) == 0
@@ -47,6 +49,7 @@ def _eval(folder, arm, key):
 
 @pytest.mark.parametrize("name", list(FILES))
 def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_path, capsys, monkeypatch):
+    import scorekit.studies.autoguidance as ag
     import scorekit.studies.flows as fl
     import scorekit.studies.ncsn_techniques as nt
     import scorekit.studies.recipes as rc
@@ -56,6 +59,9 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
     monkeypatch.setattr(rc, "SWEEP", (0.05, 0.1, 0.2))
     monkeypatch.setattr(fl, "SEEDS", 2)
     monkeypatch.setattr(fl, "BPD_IMAGES", 4)
+    for key, value in (("SEEDS", 2), ("VERDICT_SEEDS", 3), ("WEIGHTS", (1.3, 2.0)), ("INTERVAL_WEIGHTS", (2.0,)),
+                       ("BUDGETS", (3, 5)), ("SAMPLERS", ("ancestral", "heun", "dpm2m_sde", "unipc"))):
+        monkeypatch.setattr(ag, key, value)
     res = study(name, tmp_path)
     for f in ["report.md", *FILES[name]]:
         if f.endswith(".csv"):  # a header and a row per measurement (short numbers can make it under 100 bytes)
@@ -152,6 +158,27 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
         assert load_config(tmp_path / "runs" / "fm-uniform" / "config.yaml").training.t_sampling == "uniform"
         assert load_config(tmp_path / "runs" / "fm" / "config.yaml").process.kind == "flow"
         assert "fm-digits no worse than edm-digits" in report
+    elif name == "autoguidance":
+        rows = {(r["guide"], r["weight"], bool(r["interval"])): r for r in res["rows"]}
+        assert set(rows) == {(g, w, i) for g in ("kept", "raw", "small") for w, i in ((1.3, 0), (2.0, 0), (2.0, 1))}
+        none = res["none"]["judges"]
+        for (guide, w, inside), row in rows.items():
+            key = f"autoguidance_{guide}_w{w:g}" + ("_i0.28-5.42" if inside else "")
+            files = sorted((tmp_path / "runs" / "main" / "eval").glob(f"{key}_dpm2m_sde_*n24_seed*_proxy-hog.json"))
+            assert len(files) in (2, 3)  # the chosen one has its verdict seeds too
+            for judge, j in row["judges"].items():
+                values = [json.loads(f.read_text())["fds"][judge] for f in files[:2]]
+                assert j["values"] == values and j["ratio"] == pytest.approx(np.mean(values) / none[judge]["fd"])
+        assert res["chosen"]["seeds"] == 3 and len(res["chosen"]["judges"]["HOG FD"]["values"]) == 3
+        kept = load_checkpoint(RunDir(tmp_path / "runs" / "main").guide_path)
+        assert kept.step == 4  # 0.6 of 6 steps
+        small = load_config(tmp_path / "runs" / "small" / "config.yaml")
+        assert (small.model.ch, small.training.steps) == (4, 3)
+        assert rows[("kept", 1.3, False)]["cost"] == 0 and 0 < rows[("small", 1.3, False)]["cost"]
+        for r in res["sweep"]:
+            assert r["nfe"] <= r["budget"], r
+        assert {r["sampler"] for r in res["sweep"]} == {"ancestral", "heun", "dpm2m_sde", "unipc"}
+        assert "target at most 0.85x" in report
     else:
         rows = {r["arm"]: r for r in res["rows"]}
         assert len(rows) == 6

@@ -33,6 +33,9 @@ def cmd_study(args: argparse.Namespace) -> int:
                         the training cost of each relative to its teacher's (2,000 samples x 5 seeds)
       flows             flow matching (uniform and logit-normal t) beside DDPM's and EDM's recipes on the same
                         network: FD (5 seeds x 2,000), training time, the ODE's bits/dim
+      autoguidance      an unconditional run autoguided by each cheap guide (its kept early EMA, its raw
+                        weights, a smaller network) against the weight, with and without the guidance
+                        interval; FD against NFE (3-20) for every sampler (3 seeds x 2,000, both judges)
 
     Defaults finish on 2 CPU cores on the digits in about 30 minutes per study; the papers' scale is
     --base ncsnv2-cifar10 data.path=/data/cifar-10-batches-py (Inception FID: --inception-weights).

@@ -88,15 +88,16 @@ def train_arms(ctx: Context, arms: list[Arm]) -> dict[str, str | None]:
         run = RunDir(ctx.run_dir(arm))
         failed = run.path / "FAILED"
         latest = run.checkpoints()[-1][0] if run.checkpoints() else 0
+        steps = ctx.config(arm).training.steps  # an arm may train for fewer steps than the study's
         if failed.is_file():
             status[arm.name] = failed.read_text().strip()
             ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: stopped before ({status[arm.name]})")
             continue
-        if latest >= ctx.steps:
+        if latest >= steps:
             ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: trained ({latest} steps), skipped")
             status[arm.name] = None
             continue
-        ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: training {ctx.steps} steps" +
+        ctx.say(f"[{i + 1}/{len(arms)}] {arm.label}: training {steps} steps" +
                 (f" (resuming at {latest})" if latest else ""))
         try:
             result = train_run(arm.base or ctx.base, run.path, ctx.arm_overrides(arm), device=ctx.device,
