@@ -59,6 +59,8 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
     monkeypatch.setattr(rc, "SWEEP", (0.05, 0.1, 0.2))
     monkeypatch.setattr(fl, "SEEDS", 2)
     monkeypatch.setattr(fl, "BPD_IMAGES", 4)
+    monkeypatch.setattr(fl, "PAIRS", 32)
+    monkeypatch.setattr(fl, "STUDENTS", [("fm", "reflow"), ("ncsnv2-unet", "reflow"), ("ncsnv2-unet", "cd")])
     for key, value in (("SEEDS", 2), ("VERDICT_SEEDS", 3), ("WEIGHTS", (1.3, 2.0)), ("INTERVAL_WEIGHTS", (2.0,)),
                        ("BUDGETS", (3, 5)), ("SAMPLERS", ("ancestral", "heun", "dpm2m_sde", "unipc"))):
         monkeypatch.setattr(ag, key, value)
@@ -158,6 +160,15 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
         assert load_config(tmp_path / "runs" / "fm-uniform" / "config.yaml").training.t_sampling == "uniform"
         assert load_config(tmp_path / "runs" / "fm" / "config.yaml").process.kind == "flow"
         assert "fm-digits no worse than edm-digits" in report
+        students = {(r["teacher"], r["method"], r["nfe"]): r for r in res["students"]}
+        assert set(students) == {(t, m, k) for t, m in fl.STUDENTS for k in (1, 2)}
+        fm_rf = students[("fm", "reflow", 1)]["judges"]["HOG FD"]
+        assert fm_rf["ratio"] == pytest.approx(fm_rf["fd"] / rows["fm"]["judges"]["HOG FD"]["fd"])
+        for tag, method in fl.STUDENTS:
+            cfg = load_config(tmp_path / "runs" / f"{tag}-{method}" / "config.yaml")
+            assert cfg.training.loss == method and (method != "reflow" or cfg.fewstep.pairs == 32)
+        assert students[("ncsnv2-unet", "cd", 2)]["nfe"] == 2 and students[("fm", "reflow", 1)]["nfe"] == 1
+        assert "reflow from ncsnv2-unet, 2 NFE, within 1.15x its teacher" in report
     elif name == "autoguidance":
         rows = {(r["guide"], r["weight"], bool(r["interval"])): r for r in res["rows"]}
         assert set(rows) == {(g, w, i) for g in ("kept", "raw", "small") for w, i in ((1.3, 0), (2.0, 0), (2.0, 1))}

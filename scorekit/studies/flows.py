@@ -4,7 +4,11 @@ number of steps. Each run at its preset's default sampler: every judge's FD over
 interval and as a ratio to edm-digits' (the issue's target: fm-digits no worse at <= 35 network evaluations,
 trained in <= 1.1x its time), training time from each run's logged throughput (one run after another on the same
 machine), and the probability-flow ODE's bits/dim on test digits (Hutchinson's trace, uniform dequantisation).
-Reflow and MeanFlow arms are not part of this study yet."""
+Then reflow against consistency distillation at 1 and 2 network evaluations: reflow students (`distill --method
+reflow`) of the flow, the DDPM and an NCSN teacher (ncsnv2-unet-digits, trained here at its own length), consistency
+distillation (cd) of the DDPM and the NCSN teacher, each as a ratio to its teacher's default sampler (the issue's
+targets: the flow's reflow at 1 NFE and the NCSN teacher's at 2 NFE within 1.15x). MeanFlow is measured apart
+(BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -34,6 +38,11 @@ ARMS = [  # (arm, label, preset, overrides)
     ("fm", "flow matching, t logit-normal (0, 1) (fm-digits)", "fm-digits", []),
 ]
 TARGET = 1.0  # fm-digits' FD at most edm-digits'
+NCSN_TEACHER = "ncsnv2-unet-digits"
+STUDENTS = [("fm", "reflow"), ("ddpm", "reflow"), ("ncsnv2-unet", "reflow"), ("ddpm", "cd"), ("ncsnv2-unet", "cd")]
+STUDENT_NFE = (1, 2)
+PAIRS = 20000  # the reflow students' (noise, endpoint) pairs (distill's default)
+STUDENT_TARGETS = {("fm", "reflow", 1): 1.15, ("ncsnv2-unet", "reflow", 2): 1.15}
 
 
 def check(cfg) -> None:
@@ -112,6 +121,79 @@ def run(ctx: Context, command: str) -> dict:
             f"{BPD_IMAGES} test digits, ± its standard error. A target is met when the interval lies below it, "
             f"missed when above, else within noise. Grids: grids/ARM.png.\n\n"
             f"{markdown_table(header, body_rows)}\n{verdicts}\n")
-    payload = {"rows": rows, "measure": meter.describe(), "seeds": SEEDS}
-    write_report(ctx, NAME, TITLE, body, payload, command)
+    students, student_body = _students(ctx, meter, {r["arm"]: r for r in rows})
+    payload = {"rows": rows, "students": students, "measure": meter.describe(), "seeds": SEEDS}
+    write_report(ctx, NAME, TITLE, body + student_body, payload, command)
     return payload
+
+
+def _students(ctx: Context, meter, teachers: dict) -> tuple[list[dict], str]:
+    """Reflow and consistency-distillation students of the flow, DDPM and NCSN teachers at STUDENT_NFE, as ratios to
+    their teacher's default sampler; the report's section."""
+    from ..config import load_config
+    from ..errors import ScorekitError
+    from ..metrics.intervals import fmt_interval, ratio_interval, verdict
+    from ..run import load
+    from ..training import train_run
+    from ..training.distill import prepare
+
+    steps = max(1, round(load_config(NCSN_TEACHER).training.steps * ctx.steps / 1200))
+    sub = Context(ctx.folder, NCSN_TEACHER, ctx.overrides, steps, n=ctx.n, checkpoints=1, seed=ctx.seed,
+                  device=ctx.device, progress=ctx.progress, extractor=ctx.extractor,
+                  inception_weights=ctx.inception_weights)
+    ncsn = Arm("ncsnv2-unet", f"{NCSN_TEACHER} (teacher)", base=NCSN_TEACHER)
+    if train_arms(sub, [ncsn])[ncsn.name]:
+        raise ScorekitError(f"the teacher {NCSN_TEACHER} stopped")
+    teacher_dirs = {"fm": ctx.folder / "runs" / "fm", "ddpm": ctx.folder / "runs" / "ddpm",
+                    "ncsnv2-unet": sub.run_dir(ncsn)}
+    if "ncsnv2-unet" not in teachers:
+        d = load(teacher_dirs["ncsnv2-unet"], device=ctx.device)
+        sc = d.config.sampling
+        r = seeded_fd(ctx, NAME, d, meter, teacher_dirs["ncsnv2-unet"], sc.sampler,
+                      {"steps": sc.steps} if sc.steps else {}, SEEDS)
+        teachers["ncsnv2-unet"] = {"sampler": f"{sc.sampler} {sc.steps or ''}".strip(), **r}
+    rows = []
+    for tag, method in STUDENTS:
+        out = ctx.folder / "runs" / f"{tag}-{method}"
+        extra = [f"fewstep.pairs={PAIRS}"] if method == "reflow" else []
+        run = prepare(teacher_dirs[tag], out, method, 0, [*ctx.overrides, *extra])
+        if not (run.checkpoints() and run.checkpoints()[-1][0] >= run.read_config().training.steps):
+            ctx.say(f"    {tag}-{method}: distilling")
+            if train_run(run.path, None, [], device=ctx.device, progress=ctx.progress, evaluate=False).interrupted:
+                raise KeyboardInterrupt
+        d = load(out, device=ctx.device)
+        teacher = teachers[tag]
+        for k in STUDENT_NFE:
+            sampler, options = (("euler", {"steps": k, "schedule": "auto"}) if method == "reflow"
+                                else ("consistency", {"steps": k}))
+            r = seeded_fd(ctx, NAME, d, meter, out, sampler, options, SEEDS,
+                          ctx.folder / "grids" / f"{tag}-{method}-{k}.png")
+            for name in meter.names:
+                q, lo, hi = ratio_interval(r["judges"][name]["values"], teacher["judges"][name]["values"])
+                r["judges"][name].update(ratio=q, ratio_low=lo, ratio_high=hi)
+            rows.append({"teacher": tag, "method": method, "nfe": k, **training_cost(out, d.config), **r})
+            ctx.say(f"    {method} from {tag}, {k} NFE: " + ", ".join(
+                f"{n} {fd_text(j)} ({fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])}x)"
+                for n, j in r["judges"].items()))
+    header = ["Student", "NFE", "training s"]
+    for name in meter.names:
+        header += [f"{name} [95% CI]", "/ teacher's [95% CI]"]
+    table = [[f"{r['method']} from {r['teacher']}", r["nfe"], f"{r['train_s']:.0f}",
+              *[c for j in r["judges"].values()
+                for c in (fd_text(j), fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"]))]] for r in rows]
+    lines = []
+    for (tag, method, k), target in STUDENT_TARGETS.items():
+        r = next(r for r in rows if (r["teacher"], r["method"], r["nfe"]) == (tag, method, k))
+        lines.append(f"- {method} from {tag}, {k} NFE, within {target:g}x its teacher: " + "; ".join(
+            f"{n} {fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])} "
+            f"({verdict(j['ratio_low'], j['ratio_high'], target)})" for n, j in r["judges"].items()))
+    teacher_line = "; ".join(f"{tag}: {t['sampler']}, " + ", ".join(f"{n} {fd_text(j)}" for n, j in
+                                                                     t["judges"].items())
+                             for tag, t in teachers.items() if tag in teacher_dirs)
+    body = (f"\n## Reflow against consistency distillation\n\nStudents of three teachers ({teacher_line}): reflow "
+            f"({PAIRS} pairs from the teacher's deterministic sampler, the straight path between them, Euler steps "
+            f"uniform in t) and consistency distillation (cd, multistep consistency sampling), each with "
+            f"`scorekit distill`'s defaults; {SEEDS} seeds of {ctx.n} samples, ratios to the teacher's default "
+            f"sampler with their 95% intervals. Training time: the student's own (the pairs' generation not "
+            f"counted).\n\n{markdown_table(header, table)}\n" + "\n".join(lines) + "\n")
+    return rows, body
