@@ -170,8 +170,8 @@ def test_a_run_keeps_its_guide_and_samples_with_guide_self(tmp_path, capsys):
     assert not np.array_equal(w3, _samples(main, [run, "--raw"], tmp_path / "raw"))
     assert np.array_equal(_samples(main, [run, "--guide", str(RunDir(run).guide_path), "--guidance", "30", "--raw"],
                                    tmp_path / "file"), w3)
-    train_run("ddpm-digits", tmp_path / "bare", [*TINY_RUN, "training.steps=1"], device="cpu", progress=False,
-              evaluate=False)
+    train_run("ddpm-digits", tmp_path / "bare", [*TINY_RUN, "training.steps=1", "training.guide_at=0"], device="cpu",
+              progress=False, evaluate=False)
     capsys.readouterr()
     assert main(["sample", str(tmp_path / "bare"), "--guide", "self", "--guidance", "2", "--n", "2",
                  "--no-progress", "--out", str(tmp_path / "x")]) == 2

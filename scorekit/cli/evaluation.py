@@ -9,7 +9,8 @@ from pathlib import Path
 from ..errors import ScorekitError
 from ..metrics.extractors import EXTRACTORS
 from .args import COUNT, NO_EMA_HELP, Number, choice_list, device, existing_file, out_paths
-from .running import add_sampler_args, check_sampler, guidance_kwargs
+from .guiding import guidance_kwargs
+from .running import add_sampler_args, check_sampler
 
 RESOLUTION = Number(int, 1, 4096)
 

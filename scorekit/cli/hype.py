@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..errors import ScorekitError
 from .args import DEVICE_HELP, NO_EMA_HELP, SEED, Number, device, existing_path, real
-from .running import add_sampler_args, guidance_kwargs, sampler_options
+from .guiding import guidance_kwargs
+from .running import add_sampler_args, sampler_options
 
 PER_RATER_DEFAULT, N_DEFAULT = 100, 2000
 

@@ -124,3 +124,21 @@ def prepare(run: str | Path, out: str | Path, method: str, steps: int = 0, overr
                            "ema": bool(ck.ema)})
     target.write_config(cfg)
     return target
+
+
+def save_student_schedules(cfg: Config, run: Path, fewstep) -> None:
+    """The levels a finished student samples on (schedule auto): progressive distillation's last round's levels,
+    a reflow student's Euler steps uniform in t; nothing for other runs."""
+    from ..run import save_schedule
+
+    if cfg.training.loss == "pd":
+        from .fewstep import pd_schedule
+
+        grid = pd_schedule(cfg, fewstep.sigma_min, fewstep.sigma_max)
+        save_schedule(run, "euler", cfg.fewstep.pd_final, {"schedule": grid.tolist()},
+                      "progressive distillation's final levels")
+    if cfg.training.loss == "reflow":
+        from .reflow import euler_grids
+
+        for k, grid in euler_grids(cfg).items():
+            save_schedule(run, "euler", k, {"schedule": grid}, "reflow: Euler steps uniform in t")

@@ -33,8 +33,10 @@ from ..processes.vdm import refresh_schedule
 from ..progress import progress
 from ..rng import image_seed
 from ..run import RunDir, read_checkpoint, resolve_run
+from .distill import save_student_schedules
 from .draws import FixedBatches, step_draws
-from .fewstep import FewStep, pd_schedule
+from .fewstep import FewStep
+from .guide import guide_step, keep_guide
 from .logger import MetricsLogger, StopFlag
 from .objective import learning_rate, objective
 from .tsampling import LossSecondMomentSampler
@@ -158,13 +160,6 @@ class Trainer:
             self.run.prune(self.cfg.training.keep_checkpoints)
         self.dist.barrier()
         return path
-
-    def keep_guide(self) -> Path:
-        """The run's autoguidance guide (Karras et al. 2024): its EMA weights at step training.guide_at x steps, a
-        weaker version of the final model that costs no training (a checkpoint without optimizer state)."""
-        weights = (self.ema.module if self.ema is not None else self.net).state_dict()
-        return save_checkpoint(self.run.guide_path, config=self.cfg.to_dict(), step=self.step, model=weights,
-                               state={"kept": "the run's autoguidance guide (training.guide_at)"})
 
     # ----- one optimizer step -----------------------------------------------------------------------------
 
@@ -320,8 +315,9 @@ class Trainer:
                     logger.log(self.step, self.fixed_losses(source))
                 if self.phema and self.step % tc.snapshot_every == 0 and dist.main:
                     save_snapshot(run.checkpoint_dir / "phema", self.step, self.phema)
-                if tc.guide_at and self.step == guide_step(tc) and dist.main:
-                    self.keep_guide()
+                if self.step == guide_step(cfg) and dist.main:  # --guide self: the EMA weights now
+                    weights = self.ema.module if self.ema is not None else self.net
+                    keep_guide(run, cfg, self.step, weights.state_dict())
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0 and dist.main:
@@ -344,11 +340,6 @@ class Trainer:
         images = generate(self.eval_denoiser(), min(n, self.cfg.sampling.num_samples), seed=self.cfg.sampling.seed,
                           batch_size=self.cfg.sampling.batch_size)
         return save_grid(path, images)
-
-
-def guide_step(tc) -> int:
-    """The step at which a run keeps its guide: training.guide_at x training.steps, at least 1."""
-    return max(1, round(tc.guide_at * tc.steps))
 
 
 def train_run(source: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, *,
@@ -389,19 +380,8 @@ def train_run(source: str | Path, out: str | Path | None = None, overrides: list
             print(f"interrupted: checkpoint written at step {result.step} in {run.checkpoint_dir}; "
                   f"run `scorekit train {run.path}` to resume", flush=True)
         return result
-    if cfg.training.loss == "pd" and dist.main:  # the student samples on the last round's levels (schedule auto)
-        from ..run import save_schedule
-
-        f = trainer.fewstep
-        grid = pd_schedule(cfg, f.sigma_min, f.sigma_max)
-        save_schedule(run.path, "euler", cfg.fewstep.pd_final, {"schedule": grid.tolist()},
-                      "progressive distillation's final levels")
-    if cfg.training.loss == "reflow" and dist.main:  # Euler steps uniform in t (schedule auto)
-        from ..run import save_schedule
-        from .reflow import euler_grids
-
-        for k, grid in euler_grids(cfg).items():
-            save_schedule(run.path, "euler", k, {"schedule": grid}, "reflow: Euler steps uniform in t")
+    if dist.main:
+        save_student_schedules(cfg, run.path, trainer.fewstep)
     if evaluate:
         from ..evaluation.report import final_report
 
