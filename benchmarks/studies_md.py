@@ -1,6 +1,7 @@
-"""STUDIES.md from the studies' own reports: each report.md, its figures copied to docs/studies/<study>/.
+"""STUDIES.md from the studies' own reports: each report.md, its figures copied to docs/studies/<folder name>/.
 
     python benchmarks/studies_md.py studies/ddpm-objectives studies/ncsn-techniques ... [--out STUDIES.md]
+    python benchmarks/studies_md.py studies/autoguidance --append   # replace or add these studies' sections
 
 The reports are taken as they are (the tables are the studies' numbers); only the figure links are
 rewritten to the copies, and each section gets the study's folder name and protocol line.
@@ -9,7 +10,6 @@ rewritten to the copies, and each section gets the study's folder name and proto
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 from pathlib import Path
@@ -34,13 +34,14 @@ def main() -> None:
     ap.add_argument("--out", default="STUDIES.md")
     ap.add_argument("--figures", default="docs/studies")
     ap.add_argument("--notes", help="a Markdown file of notes to put after the heading")
+    ap.add_argument("--append", action="store_true",
+                    help="keep --out and replace (or add at its end) only the sections of these studies")
     args = ap.parse_args()
-    parts = [HEAD]
+    parts = [Path(args.out).read_text().rstrip() + "\n\n" if args.append else HEAD]
     if args.notes:
         parts.append(Path(args.notes).read_text().rstrip() + "\n\n")
     for folder in map(Path, args.studies):
-        name = json.loads(next(folder.glob("*.json")).read_text())["protocol"]["study"]
-        dest = Path(args.figures) / name
+        dest = Path(args.figures) / folder.name
         dest.mkdir(parents=True, exist_ok=True)
         text = (folder / "report.md").read_text()
 
@@ -49,7 +50,14 @@ def main() -> None:
             return f"![{m.group(1)}]({dest.as_posix()}/{m.group(2)})"
 
         text = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", relink, text)
-        parts.append(re.sub(r"^# ", "## ", text, count=1).rstrip() + "\n\n")
+        section = re.sub(r"^# ", "## ", text, count=1).rstrip() + "\n\n"
+        if args.append:
+            heading = re.escape(section.splitlines()[0])
+            old = re.compile(rf"^{heading}\n.*?(?=^## |\Z)", re.S | re.M)
+            if old.search(parts[0]):
+                parts[0] = old.sub(lambda m, s=section: s, parts[0], count=1)
+                continue
+        parts.append(section)
     Path(args.out).write_text("".join(parts))
     print(f"wrote {args.out}")
 
