@@ -49,6 +49,12 @@ class RunDir:
         """The weaker guide the run keeps for autoguidance (training.guide_at; ``--guide self``)."""
         return self.checkpoint_dir / "guide.safetensors"
 
+    @property
+    def guide_choice_path(self) -> Path:
+        """The autoguidance weight (and interval) measured best for the kept guide (``scorekit study autoguidance``
+        writes it; ``--guide self`` without ``--guidance`` reads it)."""
+        return self.checkpoint_dir / "guide.json"
+
     def prune(self, keep: int) -> None:
         for _, path in self.checkpoints()[:-keep]:
             path.unlink(missing_ok=True)

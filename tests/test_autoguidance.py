@@ -166,10 +166,17 @@ def test_a_run_keeps_its_guide_and_samples_with_guide_self(tmp_path, capsys):
     plain = _samples(main, [run], tmp_path / "plain")
     assert np.array_equal(_samples(main, [run, "--guide", "self", "--guidance", "1"], tmp_path / "w1"), plain)
     assert np.array_equal(_samples(main, [run, "--guide", "none"], tmp_path / "none"), plain)
+    capsys.readouterr()  # no --guidance and no recorded choice: refused; a recorded weight is what --guidance gives
+    assert main(["sample", run, "--guide", "self", "--n", "2", "--no-progress", "--out", str(tmp_path / "x")]) == 2
+    assert "guide.json" in capsys.readouterr().err
+    RunDir(run).guide_choice_path.write_text('{"guidance": 1.0, "guidance_interval": null}')
+    assert np.array_equal(_samples(main, [run, "--guide", "self"], tmp_path / "rec"), plain)
     w3 = _samples(main, [run, "--guide", "self", "--guidance", "30", "--raw"], tmp_path / "w3")
     assert not np.array_equal(w3, _samples(main, [run, "--raw"], tmp_path / "raw"))
     assert np.array_equal(_samples(main, [run, "--guide", str(RunDir(run).guide_path), "--guidance", "30", "--raw"],
                                    tmp_path / "file"), w3)
+    RunDir(run).guide_choice_path.write_text('{"guidance": 30, "guidance_interval": null}')
+    assert np.array_equal(_samples(main, [run, "--guide", "self", "--raw"], tmp_path / "rec30"), w3)
     train_run("ddpm-digits", tmp_path / "bare", [*TINY_RUN, "training.steps=1", "training.guide_at=0"], device="cpu",
               progress=False, evaluate=False)
     capsys.readouterr()

@@ -183,6 +183,12 @@ def test_tiny_studies_run_end_to_end_and_report_the_runs_own_numbers(name, tmp_p
         assert res["chosen"]["seeds"] == 3 and len(res["chosen"]["judges"]["HOG FD"]["values"]) == 3
         kept = load_checkpoint(RunDir(tmp_path / "runs" / "main").guide_path)
         assert kept.step == 4  # 0.6 of 6 steps
+        record = json.loads(RunDir(tmp_path / "runs" / "main").guide_choice_path.read_text())
+        best = min((r for r in res["rows"] if r["guide"] == "kept"),
+                   key=lambda r: max(j["ratio"] for j in r["judges"].values()))
+        helps = max(j["ratio"] for j in best["judges"].values()) < 1  # else unguided (w = 1) is recorded
+        assert record["guidance"] == (best["weight"] if helps else 1.0)
+        assert record["best_weight_tried"] == best["weight"]
         small = load_config(tmp_path / "runs" / "small" / "config.yaml")
         assert (small.model.ch, small.training.steps) == (4, 3)
         assert rows[("kept", 1.3, False)]["cost"] == 0 and 0 < rows[("small", 1.3, False)]["cost"]

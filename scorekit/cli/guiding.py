@@ -27,18 +27,38 @@ def autoguide(args: argparse.Namespace, denoiser):
     if args.classifier is not None:
         raise ScorekitError("--guide: autoguidance with classifier guidance (--classifier) is not offered; guide a "
                             "class-conditional run's --class draws instead")
-    if args.guidance is None:
-        raise ScorekitError("--guide: give the autoguidance weight --guidance W (1 = unguided; EDM2 used 1.2-3)")
     source = args.guide
     if source == "self":
         source = RunDir(args.run).guide_path
         if not Path(args.run).is_dir() or not source.is_file():
             raise ScorekitError(f"--guide self: {args.run} keeps no guide ({source} is missing); train with "
                                 "training.guide_at=F (the EMA weights at F x steps are kept) or give --guide RUN")
+        if args.guidance is None:
+            args.guidance, args.guidance_interval = recorded_choice(RunDir(args.run).guide_choice_path,
+                                                                    args.guidance_interval)
+    if args.guidance is None:
+        raise ScorekitError("--guide: give the autoguidance weight --guidance W (1 = unguided; EDM2 used 1.2-3)")
     guide = load(source, ema=not args.no_ema, device=denoiser.device)
     return (autoguided(denoiser, guide, args.guidance, args.guidance_interval),
             {"guide": str(args.guide), "guidance": args.guidance,
              "guidance_interval": list(args.guidance_interval) if args.guidance_interval else None})
+
+
+def recorded_choice(path: Path, interval):
+    """The weight (and interval, unless given) recorded for the kept guide by ``scorekit study autoguidance``."""
+    import json
+
+    if not path.is_file():
+        raise ScorekitError(f"--guide self: give the autoguidance weight --guidance W ({path}, where a measured "
+                            "choice is recorded by `scorekit study autoguidance`, is missing)")
+    try:
+        choice = json.loads(path.read_text())
+        weight = float(choice["guidance"])
+        recorded = choice.get("guidance_interval")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ScorekitError(f"{path}: not a recorded autoguidance choice ({e}); expected "
+                            '{"guidance": W, "guidance_interval": [LO, HI] or null}') from None
+    return weight, interval if interval is not None else (tuple(recorded) if recorded else None)
 
 
 def guidance_kwargs(args: argparse.Namespace, denoiser, n: int, *, autoguided: bool = False) -> dict:

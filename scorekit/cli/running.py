@@ -181,7 +181,8 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide", type=guide_spec, metavar="G|self|none",
                    help="autoguidance (Karras et al. 2024; `scorekit sample` only): a weaker run or checkpoint of the "
                         "same family, process and image shape, `self` the guide the run kept (training.guide_at), "
-                        "`none` unguided; --guidance W sets D = D_G + W (D - D_G)")
+                        "`none` unguided; --guidance W sets D = D_G + W (D - D_G) (with `self` and no --guidance: the "
+                        "weight `scorekit study autoguidance` measured best, in RUN/checkpoints/guide.json)")
     p.add_argument("--guidance-interval", type=sigma_interval, metavar="SIGMA_LO,SIGMA_HI",
                    help="guide (classifier-free or autoguidance) only for sigma in (SIGMA_LO, SIGMA_HI]")
     p.add_argument("--classifier-scale", type=real(0, 1000), metavar="K", help="classifier guidance scale (default 1)")

@@ -105,12 +105,14 @@ def run(ctx: Context, command: str) -> dict:
                 rows.append({"guide": kind, "weight": w, "interval": list(interval) if interval else None,
                              "cost": cost[kind], **r})
                 ctx.say(f"    {kind} w={w:g}{' interval ' + str(interval) if interval else ''}: {line(r)}")
-    best = min(rows, key=lambda r: max(j["ratio"] for j in r["judges"].values()))
+    best = min(rows, key=_worse)
     none5 = seeded_fd(ctx, f"{NAME}_none", d, meter, main_dir, sampler, options, VERDICT_SEEDS)
     g = autoguided(d, guides[best["guide"]], best["weight"], tuple(best["interval"]) if best["interval"] else None)
     chosen = ratios(seeded_fd(ctx, guided_key(best["guide"], best["weight"], best["interval"]), g, meter, main_dir,
                               sampler, options, VERDICT_SEEDS), none5)
     ctx.say(f"    chosen {best['guide']} w={best['weight']:g} on {VERDICT_SEEDS} seeds: {line(chosen)}")
+    record = _record_choice(main_dir, rows, sampler)
+    ctx.say(f"    recorded for --guide self: w={record['guidance']:g}")
 
     sweep = []
     for name in SAMPLERS:
@@ -184,6 +186,29 @@ def run(ctx: Context, command: str) -> dict:
                "sweep": sweep, "measure": meter.describe(), "seeds": SEEDS, "verdict_seeds": VERDICT_SEEDS}
     write_report(ctx, NAME, TITLE, body, payload, command)
     return payload
+
+
+def _worse(r: dict) -> float:
+    """A row's worse-judge ratio to the unguided run."""
+    return max(j["ratio"] for j in r["judges"].values())
+
+
+def _record_choice(run, rows: list[dict], sampler: str) -> dict:
+    """RUN/checkpoints/guide.json: the weight (and interval) that served the kept guide best (w = 1, unguided, when
+    no weight lowered both judges' FD), read by ``--guide self`` without ``--guidance``."""
+    import json
+
+    from ..images import atomic_write_bytes
+    from ..run import RunDir
+
+    kept = min((r for r in rows if r["guide"] == "kept"), key=_worse)
+    helps = _worse(kept) < 1
+    record = {"guidance": kept["weight"] if helps else 1.0, "guidance_interval": kept["interval"] if helps else None,
+              "measured_by": f"scorekit study {NAME}", "sampler": sampler, "seeds": SEEDS,
+              "ratios": {n: [j["ratio"], j["ratio_low"], j["ratio_high"]] for n, j in kept["judges"].items()},
+              "best_weight_tried": kept["weight"]}
+    atomic_write_bytes(RunDir(run).guide_choice_path, (json.dumps(record, indent=2) + "\n").encode())
+    return record
 
 
 def _figures(ctx: Context, meter, none: dict, rows: list[dict], sweep: list[dict]) -> None:
