@@ -76,6 +76,7 @@ def run(ctx: Context, command: str) -> dict:
     meter = ctx.meter(d.config)
     sc = d.config.sampling
     sampler, options = sc.sampler, ({"steps": sc.steps} if sc.steps else {})
+    sampler_text = f"{sampler} {sc.steps}" if sc.steps else sampler
     (ctx.folder / "grids").mkdir(parents=True, exist_ok=True)
 
     def ratios(r: dict, ref: dict) -> dict:
@@ -93,7 +94,7 @@ def run(ctx: Context, command: str) -> dict:
 
     none = seeded_fd(ctx, f"{NAME}_none", d, meter, main_dir, sampler, options, SEEDS,
                      ctx.folder / "grids" / "none.png")
-    ctx.say(f"    unguided ({sampler} {sc.steps or ''}): {line(none)}")
+    ctx.say(f"    unguided ({sampler_text}): {line(none)}")
     rows = []
     for kind, guide in guides.items():
         for interval, weights in ((None, WEIGHTS), (INTERVAL, INTERVAL_WEIGHTS)):
@@ -170,7 +171,9 @@ def run(ctx: Context, command: str) -> dict:
             f"{markdown_table(header, table)}\n"
             f"- The best guide and weight (lowest worse-judge ratio on {SEEDS} seeds): {best['guide']}, w = "
             f"{best['weight']:g}{', interval ' + str(tuple(best['interval'])) if best['interval'] else ''}; on "
-            f"{VERDICT_SEEDS} seeds against the unguided run (target at most {TARGET:g}x): " + "; ".join(says) + "\n\n"
+            f"{VERDICT_SEEDS} seeds against the unguided run (target at most {TARGET:g}x): " + "; ".join(says) + "\n"
+            f"- Recorded for `--guide self` (RUN/checkpoints/guide.json, the kept guide's best weight; 1 when no "
+            f"weight lowered both judges' FD): w = {record['guidance']:g}\n\n"
             f"![autoguidance]({NAME}.png)\n\n"
             f"## FD against network evaluations, every sampler\n\nThe same run, unguided; each sampler at the "
             f"options that spend at most the budget (scorekit.samplers.budget.plan; Heun-type samplers spend an odd "
