@@ -123,5 +123,16 @@ def test_tune_schedule_command_saves_the_schedule_that_sample_then_uses(tmp_path
 
     got = np.load(tmp_path / "a" / "samples.npz")["samples"]
     assert np.array_equal(got, samples_u8(explicit, d).permute(0, 2, 3, 1).numpy())  # on the run's 17 values
+    # a searched schedule wins over the run's own sampling.schedule (logsnr here) unless --schedule is given
+    table = json.loads((run / "schedules.json").read_text())
+    table["heun:3"]["schedule"] = odd = [float(d.process.sigma_max), 5.0, 0.5, 0.0]
+    (run / "schedules.json").write_text(json.dumps(table))
+    for flags, want in (([], odd), (["--schedule", "logsnr"], None)):
+        assert main(["sample", str(run), "--sampler", "heun", "--steps", "3", "--n", "4", "--out", str(tmp_path / "b"),
+                     "--no-progress", *flags]) == 0
+        got = np.load(tmp_path / "b" / "samples.npz")["samples"]
+        x = sample(load(run), "heun", (4, 1, 8, 8), ImageRNG(0, range(4)), clip_denoised=True, **(
+            {"sigmas": want} if want else {"schedule": "logsnr", "steps": 3}))  # the run's clip_denoised
+        assert np.array_equal(got, samples_u8(x, d).permute(0, 2, 3, 1).numpy()), flags
     assert main(["tune-schedule", str(run), "--sampler", "langevin", "--steps", "3"]) == 2
     assert math.isfinite(saved["value"])

@@ -10,7 +10,7 @@ from ..errors import ScorekitError
 from ..metrics.extractors import EXTRACTORS
 from .args import COUNT, NO_EMA_HELP, Number, choice_list, device, existing_file, out_paths
 from .guiding import guidance_kwargs
-from .running import add_sampler_args, check_sampler
+from .running import add_sampler_args, check_sampler, searched_schedule
 
 RESOLUTION = Number(int, 1, 4096)
 
@@ -113,6 +113,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         paths = [run]
     first = load(paths[0], ema=not args.no_ema, device=dist.device)
     check_sampler(first, args.sampler or first.config.sampling.sampler, args.steps, args.schedule)
+    args.schedule = searched_schedule(args, first, args.sampler or first.config.sampling.sampler)
     out = out_paths(args.out, run if run.is_dir() else run.parent, f"eval_{args.n}.json", suffixes=(".json",))
     ref_spec = args.ref or ("digits" if first.config.data.dataset == "digits" else None)
     if ref_spec is None:

@@ -58,9 +58,10 @@ def cmd_create(args: argparse.Namespace) -> int:
                                                                           "cpu"))
         shape = denoiser.image_shape
         sampler = args.sampler or denoiser.config.sampling.sampler
-        from .running import check_sampler
+        from .running import check_sampler, searched_schedule
 
         check_sampler(denoiser, sampler, args.steps, args.schedule)
+        args.schedule = searched_schedule(args, denoiser, sampler)
         guided = guidance_kwargs(args, denoiser, n_fake + half_t)
         info = {"run": str(src), "checkpoint_step": denoiser.checkpoint_step, "ema": denoiser.uses_ema,
                 "sampler": sampler, "steps": args.steps or denoiser.config.sampling.steps or "sampler default",

@@ -119,6 +119,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.n = max(cfg.eval.proxy_samples, DIGITS_N) if digits else DEFAULT_N
     sampler = args.sampler or cfg.sampling.sampler
     check_sampler(denoiser, sampler, args.steps, args.schedule)
+    args.schedule = searched_schedule(args, denoiser, sampler)
     paths = out_paths(args.out, Path(args.run) / "samples" / f"seed{args.seed}", "grid.png")
     options = sampler_options(args)
     denoiser, auto = autoguide(args, denoiser)
@@ -156,6 +157,16 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
+def searched_schedule(args: argparse.Namespace, denoiser, sampler: str) -> str | None:
+    """--schedule as given, else `auto` when `scorekit tune-schedule` searched one for this run, sampler and number
+    of steps (RUN/schedules.json), else None (the run's sampling.schedule)."""
+    from ..samplers.schedules import searched
+
+    if args.schedule:
+        return args.schedule
+    return "auto" if searched(denoiser, sampler, args.steps or denoiser.config.sampling.steps) is not None else None
+
+
 def sampler_options(args: argparse.Namespace) -> dict:
     """The sampler options given on the command line (--steps, --schedule)."""
     return {**({"steps": args.steps} if args.steps else {}), **({"schedule": args.schedule} if args.schedule else {})}
@@ -166,7 +177,8 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help=f"{', '.join(SAMPLER_NAMES)} (default: the run's)")
     p.add_argument("--steps", type=STEPS_OR_DEFAULT, default=0, help="sampler steps (default 0: the sampler's own)")
     p.add_argument("--schedule", choices=CHOICES["sampling.schedule"],
-                   help="time-step schedule (default: the run's; auto = one searched by tune-schedule, if any)")
+                   help="time-step schedule (default: the one tune-schedule searched for this run, sampler and "
+                        "steps if any, else the run's sampling.schedule; auto = the searched one if any)")
     p.add_argument("--seed", type=SEED, default=0, help="base seed; image i uses (seed, i)")
     p.add_argument("--raw", action="store_true",
                    help="keep the sampler's continuous output (rounded to 8 bits); by default a run that learnt its "
