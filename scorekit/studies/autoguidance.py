@@ -187,7 +187,7 @@ def run(ctx: Context, command: str) -> dict:
     payload = {"none": none, "rows": rows, "chosen": {**chosen, "guide": best["guide"], "weight": best["weight"],
                                                        "interval": best["interval"]},
                "sweep": sweep, "measure": meter.describe(), "seeds": SEEDS, "verdict_seeds": VERDICT_SEEDS}
-    write_report(ctx, NAME, TITLE, body, payload, command)
+    write_report(ctx, NAME, f"{TITLE}: {ctx.base}", body, payload, command)
     return payload
 
 
