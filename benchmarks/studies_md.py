@@ -50,7 +50,7 @@ def main() -> None:
             return f"![{m.group(1)}]({dest.as_posix()}/{m.group(2)})"
 
         text = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", relink, text)
-        section = re.sub(r"^# ", "## ", text, count=1).rstrip() + "\n\n"
+        section = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M).rstrip() + "\n\n"  # one level down
         if args.append:
             heading = re.escape(section.splitlines()[0])
             old = re.compile(rf"^{heading}\n.*?(?=^## |\Z)", re.S | re.M)

@@ -235,9 +235,10 @@ def _figures(ctx: Context, meter, none: dict, rows: list[dict], sweep: list[dict
             ax.grid(alpha=0.3)
     with figure(ctx.folder / f"{NAME}_samplers.png", ncols=len(names), size=(6.5 * len(names), 4.5)) as axes:
         for ax, judge in zip(axes if len(names) > 1 else [axes], names):
-            for name in dict.fromkeys(r["sampler"] for r in sweep):
+            for i, name in enumerate(dict.fromkeys(r["sampler"] for r in sweep)):  # past 10 colours: new marks
                 pts = sorted((r["nfe"], r["judges"][judge]["fd"]) for r in sweep if r["sampler"] == name)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name, alpha=0.8)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ("o-", "s--", "^:")[i // 10 % 3], label=name,
+                        alpha=0.8)
             ax.axhline(none["judges"][judge]["fd"], color="k", ls="--", label="the run's default sampler")
             ax.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", ylabel=judge,
                    title=f"{judge} against NFE")
