@@ -42,10 +42,6 @@ def test_bf16_autocast_stays_close():
 def test_compiled_network_and_compiled_sampling_equal_the_plain_ones(tmp_path):
     """torch.compile (inductor) on the CPU; generate() pads the last batch so the compiled shapes stay
     static and still returns exactly the n images the plain path returns."""
-    net, x, t = _unet(), torch.randn(3, 1, 8, 8), torch.tensor([1.0, 40.0, 900.0])
-    compiled = torch.compile(net)
-    with torch.no_grad():
-        assert torch.allclose(compiled(x, t), net(x, t), atol=1e-5)
     from scorekit.config import load_config
     from scorekit.evaluation.generate import generate
     from scorekit.model.factory import build_denoiser
@@ -55,12 +51,14 @@ def test_compiled_network_and_compiled_sampling_equal_the_plain_ones(tmp_path):
     d = build_denoiser(cfg).eval()
     d.net.load_state_dict(_unet().state_dict())
     plain = generate(d, 5, batch_size=4)
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
     fast = generate(d, 5, batch_size=4, compile=True)  # one compilation: every batch has 4 images
+    assert counters["stats"]["unique_graphs"] >= 1  # it did compile
     assert fast.shape == plain.shape == (5, 1, 8, 8)
     assert (fast.int() - plain.int()).abs().max() <= 1
-    x, t = torch.randn(4, 1, 8, 8), torch.tensor([1.0, 4.0, 7.0, 9.0])
-    with torch.no_grad():  # the same module and shapes: dynamo reuses the compiled graph
-        assert torch.allclose(torch.compile(d.net)(x, t), d.net(x, t), atol=1e-5)
 
 
 def test_training_follows_the_same_loss_curve_with_the_fast_path_on_and_off(tmp_path):

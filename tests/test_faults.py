@@ -73,15 +73,18 @@ def _check_stopped_then_resume(run, capsys, reference, stopped_at: int, intact_s
     assert _steps(run) == _steps(reference)  # the replayed steps are logged once
 
 
-@pytest.mark.parametrize("err,cause", [(errno.ENOSPC, "No space left on device"),
-                                       (errno.EROFS, "Read-only file system")], ids=["full-disk", "read-only"])
-def test_a_fault_while_a_checkpoint_is_written(tmp_path, monkeypatch, capsys, reference, err, cause):
-    # save_file's calls: snapshot 2, checkpoint 2, snapshot 4, checkpoint 4 (fails)
-    _fail_on_call(monkeypatch, scorekit.checkpoint, "save_file", call=4, err=err)
+@pytest.mark.parametrize("err,cause,call,path_part", [
+    (errno.ENOSPC, "No space left on device", 5, "step_000000004.safetensors"),
+    (errno.EROFS, "Read-only file system", 4, "guide.safetensors")], ids=["full-disk", "read-only-guide"])
+def test_a_fault_while_a_checkpoint_is_written(tmp_path, monkeypatch, capsys, reference, err, cause, call, path_part):
+    # save_file's calls: snapshot 2, checkpoint 2, snapshot 4, the kept autoguidance guide (training.guide_at 0.6 of
+    # 6 steps: step 4), checkpoint 4; the fault hits the checkpoint or the guide, and the resumed run rewrites both
+    _fail_on_call(monkeypatch, scorekit.checkpoint, "save_file", call=call, err=err)
     run = tmp_path / "run"
     assert _cli_train(run) == 2
     monkeypatch.undo()
-    _check_stopped_then_resume(run, capsys, reference, 4, 2, cause, "step_000000004.safetensors")
+    _check_stopped_then_resume(run, capsys, reference, 4, 2, cause, path_part)
+    assert RunDir(run).guide_path.read_bytes() == RunDir(reference).guide_path.read_bytes()
 
 
 def test_a_full_disk_while_a_post_hoc_ema_snapshot_is_written(tmp_path, monkeypatch, capsys, reference):
