@@ -56,6 +56,12 @@ def environment(device: torch.device) -> dict[str, object]:
     return env
 
 
+def window_rates(run: str | Path) -> list[float]:
+    """A training run's logged images/s, one per logged window, without the first (it warms up)."""
+    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return [r["images_per_s"] for r in rows if r.get("images_per_s", 0) > 0][1:]
+
+
 def write_json(path: str | Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

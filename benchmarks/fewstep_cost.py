@@ -10,7 +10,6 @@ step (the study's own logged times are kept too, but another job on the machine 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import environment, write_json  # noqa: E402
+from _common import environment, window_rates, write_json  # noqa: E402
 
 from scorekit.config import load_config  # noqa: E402
 from scorekit.training import train_run  # noqa: E402
@@ -29,9 +28,7 @@ STRETCH, WINDOW = 60, 20  # steps per measurement, steps per logged window
 
 
 def seconds_per_step(run: Path, batch: int) -> float:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["images_per_s"] for r in rows if r.get("images_per_s", 0) > 0][1:]  # the first window warms up
-    return batch / statistics.median(rates)
+    return batch / statistics.median(window_rates(run))
 
 
 def main() -> int:

@@ -10,7 +10,6 @@ distorted when the load changes between the two trainings).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import environment, write_json  # noqa: E402
+from _common import environment, window_rates, write_json  # noqa: E402
 
 from scorekit.config import load_config  # noqa: E402
 from scorekit.training import train_run  # noqa: E402
@@ -45,8 +44,7 @@ def main() -> int:
                 train_run(path, out, [f"training.steps={STRETCH}", f"training.log_every={WINDOW}",
                                       "training.guide_at=0", f"training.checkpoint_every={STRETCH}"],
                           device="cpu", progress=False, evaluate=False)
-                rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-                rates[arm] += [x["images_per_s"] for x in rows if x.get("images_per_s", 0) > 0][1:]
+                rates[arm] += window_rates(out)
     cfg = {arm: load_config(path) for arm, path in configs.items()}
     per_step = {arm: cfg[arm].training.batch_size / statistics.median(v) for arm, v in rates.items()}
     cost = (cfg["small"].training.steps * per_step["small"]) / (cfg["main"].training.steps * per_step["main"])

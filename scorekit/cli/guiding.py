@@ -29,13 +29,13 @@ def autoguide(args: argparse.Namespace, denoiser):
                             "class-conditional run's --class draws instead")
     source = args.guide
     if source == "self":
-        source = RunDir(args.run).guide_path
+        run = RunDir(args.run)
+        source = run.guide_path
         if not Path(args.run).is_dir() or not source.is_file():
             raise ScorekitError(f"--guide self: {args.run} keeps no guide ({source} is missing); train with "
                                 "training.guide_at=F (the EMA weights at F x steps are kept) or give --guide RUN")
         if args.guidance is None:
-            args.guidance, args.guidance_interval = recorded_choice(RunDir(args.run).guide_choice_path,
-                                                                    args.guidance_interval)
+            args.guidance, args.guidance_interval = recorded_choice(run.guide_choice_path, args.guidance_interval)
     if args.guidance is None:
         raise ScorekitError("--guide: give the autoguidance weight --guidance W (1 = unguided; EDM2 used 1.2-3)")
     guide = load(source, ema=not args.no_ema, device=denoiser.device)

@@ -17,10 +17,14 @@ from .runner import (
     Arm,
     Context,
     fd_text,
+    judges_text,
     markdown_table,
+    ratio_text,
     seeded_fd,
     train_arms,
     training_cost,
+    verdict_text,
+    with_ratios,
     write_csv,
     write_report,
 )
@@ -50,7 +54,6 @@ def check(cfg) -> None:
 
 
 def run(ctx: Context, command: str) -> dict:
-    from ..metrics.intervals import fmt_interval, ratio_interval, verdict
     from ..model.autoguidance import autoguided
     from ..run import RunDir, load
 
@@ -79,39 +82,29 @@ def run(ctx: Context, command: str) -> dict:
     sampler_text = f"{sampler} {sc.steps}" if sc.steps else sampler
     (ctx.folder / "grids").mkdir(parents=True, exist_ok=True)
 
-    def ratios(r: dict, ref: dict) -> dict:
-        for name in meter.names:
-            q, lo, hi = ratio_interval(r["judges"][name]["values"], ref["judges"][name]["values"])
-            r["judges"][name].update(ratio=q, ratio_low=lo, ratio_high=hi)
-        return r
-
-    def line(r: dict) -> str:
-        return ", ".join(f"{n} {fd_text(j)}" + (f" ({fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])}x)"
-                                                 if "ratio" in j else "") for n, j in r["judges"].items())
-
     def guided_key(kind: str, w: float, interval) -> str:
         return f"{NAME}_{kind}_w{w:g}" + (f"_i{interval[0]:g}-{interval[1]:g}" if interval else "")
 
     none = seeded_fd(ctx, f"{NAME}_none", d, meter, main_dir, sampler, options, SEEDS,
                      ctx.folder / "grids" / "none.png")
-    ctx.say(f"    unguided ({sampler_text}): {line(none)}")
+    ctx.say(f"    unguided ({sampler_text}): {judges_text(none)}")
     rows = []
     for kind, guide in guides.items():
         for interval, weights in ((None, WEIGHTS), (INTERVAL, INTERVAL_WEIGHTS)):
             for w in weights:
                 g = autoguided(d, guide, w, interval)
                 key = guided_key(kind, w, interval)
-                r = ratios(seeded_fd(ctx, key, g, meter, main_dir, sampler, options, SEEDS,
+                r = with_ratios(seeded_fd(ctx, key, g, meter, main_dir, sampler, options, SEEDS,
                                      ctx.folder / "grids" / f"{key[len(NAME) + 1:]}.png"), none)
                 rows.append({"guide": kind, "weight": w, "interval": list(interval) if interval else None,
                              "cost": cost[kind], **r})
-                ctx.say(f"    {kind} w={w:g}{' interval ' + str(interval) if interval else ''}: {line(r)}")
+                ctx.say(f"    {kind} w={w:g}{' interval ' + str(interval) if interval else ''}: {judges_text(r)}")
     best = min(rows, key=_worse)
     none5 = seeded_fd(ctx, f"{NAME}_none", d, meter, main_dir, sampler, options, VERDICT_SEEDS)
     g = autoguided(d, guides[best["guide"]], best["weight"], tuple(best["interval"]) if best["interval"] else None)
-    chosen = ratios(seeded_fd(ctx, guided_key(best["guide"], best["weight"], best["interval"]), g, meter, main_dir,
+    chosen = with_ratios(seeded_fd(ctx, guided_key(best["guide"], best["weight"], best["interval"]), g, meter, main_dir,
                               sampler, options, VERDICT_SEEDS), none5)
-    ctx.say(f"    chosen {best['guide']} w={best['weight']:g} on {VERDICT_SEEDS} seeds: {line(chosen)}")
+    ctx.say(f"    chosen {best['guide']} w={best['weight']:g} on {VERDICT_SEEDS} seeds: {judges_text(chosen)}")
     record = _record_choice(main_dir, rows, sampler)
     ctx.say(f"    recorded for --guide self: w={record['guidance']:g}")
 
@@ -129,7 +122,7 @@ def run(ctx: Context, command: str) -> dict:
             opts = {**options_for(d, opts), "schedule": "uniform" if name in DISCRETE else sc.schedule}
             r = seeded_fd(ctx, f"{NAME}_nfe{nfe}", d, meter, main_dir, name, opts, SEEDS)
             sweep.append({"sampler": name, "budget": nfe, "schedule": opts["schedule"], **r})
-            ctx.say(f"    {name} at {nfe} NFE ({r['nfe']:.0f} spent): {line(r)}")
+            ctx.say(f"    {name} at {nfe} NFE ({r['nfe']:.0f} spent): {judges_text(r)}")
 
     _figures(ctx, meter, none, rows, sweep)
     flat = [{"guide": r["guide"], "weight": r["weight"], "interval": r["interval"], "cost": r["cost"],
@@ -149,9 +142,8 @@ def run(ctx: Context, command: str) -> dict:
         table.append([r["guide"], f"{r['weight']:g}", f"({r['interval'][0]:g}, {r['interval'][1]:g}]"
                       if r["interval"] else "everywhere", f"{r['cost']:.2f}",
                       *[c for j in r["judges"].values()
-                        for c in (fd_text(j), fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"]))]])
-    says = [f"{n} {fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])} "
-            f"({verdict(j['ratio_low'], j['ratio_high'], TARGET)})" for n, j in chosen["judges"].items()]
+                        for c in (fd_text(j), ratio_text(j))]])
+    says = [verdict_text(n, j, TARGET) for n, j in chosen["judges"].items()]
     nfe_header = ["Sampler", "schedule", *[f"{b} NFE" for b in BUDGETS]]
     nfe_rows = []
     for name in dict.fromkeys(r["sampler"] for r in sweep):
@@ -180,7 +172,7 @@ def run(ctx: Context, command: str) -> dict:
             f"number), the run's schedule ({sc.schedule}; the discrete samplers on DDIM's uniform levels); cells: "
             f"{' / '.join(meter.names)}, the mean over {SEEDS} seeds (intervals in {NAME}.json).\n\n"
             f"{markdown_table(nfe_header, nfe_rows)}\n"
-            + "".join(f"- Best at {b} NFE: {r['sampler']}, " + line(r) + " (the unguided default sampler: "
+            + "".join(f"- Best at {b} NFE: {r['sampler']}, " + judges_text(r) + " (the unguided default sampler: "
                       + ", ".join(f"{n} {j['fd']:.2f}" for n, j in none["judges"].items()) + ")\n"
                       for b, r in best_at.items())
             + f"\n![samplers]({NAME}_samplers.png)\n")

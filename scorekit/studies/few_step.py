@@ -17,9 +17,12 @@ from .runner import (
     Context,
     fd_text,
     markdown_table,
+    ratio_text,
     seeded_fd,
     train_arms,
     training_cost,
+    verdict_text,
+    with_ratios,
     write_csv,
     write_report,
 )
@@ -128,14 +131,12 @@ def run(ctx: Context, command: str) -> dict:
     return _report(ctx, command, meter, rows)
 
 
-def _ratios(rows: list[dict], names: list[str]) -> None:
+def _ratios(rows: list[dict]) -> None:
     """Each row's FD over its teacher's default sampler's, per judge, with the 95% interval over seeds."""
     default = {r["teacher"]: r for r in rows if r["method"] == "teacher" and "(default)" in r["sampler"]}
     for r in rows:
         base = default[r["teacher"]] if r["method"] != "ct" else default["ddpm"]
-        for name in names:
-            ratio, lo, hi = ratio_interval(r["judges"][name]["values"], base["judges"][name]["values"])
-            r["judges"][name].update(ratio=ratio, ratio_low=lo, ratio_high=hi)
+        with_ratios(r, base)
 
 
 TARGETS = [  # (teacher tag, method, NFE, at most this ratio to the teacher's default sampler), issue 36
@@ -148,11 +149,7 @@ def _verdicts(rows: list[dict], names: list[str]) -> list[str]:
         found = [r for r in rows if r["teacher"] == tag and r["method"] == method and round(r["nfe"]) == nfe]
         if not found:
             continue
-        says = []
-        for name in names:
-            j = found[0]["judges"][name]
-            says.append(f"{name} {fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])} "
-                        f"({verdict(j['ratio_low'], j['ratio_high'], target)})")
+        says = [verdict_text(name, found[0]["judges"][name], target) for name in names]
         lines.append(f"- {method} from {tag}, {nfe} NFE, at most {target:.2f}x its teacher: " + "; ".join(says))
     for tag in dict.fromkeys(r["teacher"] for r in rows):
         two = [r for r in rows if r["teacher"] == tag and r["method"] == "cd" and round(r["nfe"]) in (1, 2)]
@@ -170,7 +167,7 @@ def _report(ctx: Context, command: str, meter, rows: list[dict]) -> dict:
     from ..evaluation.plots import figure
 
     names = meter.names
-    _ratios(rows, names)
+    _ratios(rows)
     teacher_cost = {r["teacher"]: r for r in rows if r["method"] == "teacher"}
     for r in rows:
         base = teacher_cost[r["teacher"]]
@@ -214,7 +211,7 @@ def _report(ctx: Context, command: str, meter, rows: list[dict]) -> dict:
         cells = [r["run"], r["sampler"], f"{r['nfe']:.0f}"]
         for name in names:
             j = r["judges"][name]
-            cells += [fd_text(j), fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"])]
+            cells += [fd_text(j), ratio_text(j)]
         cells += [f"{r['train_s']:.0f}", f"{r['time_vs_teacher']:.2f}" if r["time_vs_teacher"] is not None else "–",
                   f"{r['images_vs_teacher']:.2f}"]
         body_rows.append(cells)

@@ -16,11 +16,15 @@ from .runner import (
     Arm,
     Context,
     fd_text,
+    judges_text,
     markdown_table,
     measured,
+    ratio_text,
     seeded_fd,
     train_arms,
     training_cost,
+    verdict_text,
+    with_ratios,
     write_csv,
     write_report,
 )
@@ -54,7 +58,6 @@ def check(cfg) -> None:
 
 def run(ctx: Context, command: str) -> dict:
     from ..evaluation.bpd import bits_per_dim
-    from ..metrics.intervals import fmt_interval, ratio_interval, verdict
     from ..run import load
 
     arms = [Arm(name, label, [*overrides], base=preset) for name, label, preset, overrides in ARMS]
@@ -83,14 +86,11 @@ def run(ctx: Context, command: str) -> dict:
         rows.append({"arm": arm.name, "run": arm.label, "sampler": f"{sc.sampler} {sc.steps or ''}".strip(),
                      **training_cost(run_dir, d.config), **r, "bpd": b["bpd"], "bpd_sem": b["bpd_sem"]})
         ctx.say(f"    {arm.label}: NFE {r['nfe']:.0f}, "
-                + ", ".join(f"{name} {fd_text(j)}" for name, j in r["judges"].items())
-                + f", ODE bits/dim {b['bpd']:.3f}")
+                + judges_text(r) + f", ODE bits/dim {b['bpd']:.3f}")
     ref = next(r for r in rows if r["arm"] == REFERENCE)
     for r in rows:
         r["time_vs_edm"] = r["train_s"] / ref["train_s"]
-        for name in meter.names:
-            ratio, lo, hi = ratio_interval(r["judges"][name]["values"], ref["judges"][name]["values"])
-            r["judges"][name].update(ratio=ratio, ratio_low=lo, ratio_high=hi)
+        with_ratios(r, ref)
     write_csv(ctx.folder / f"{NAME}.csv", [
         {**{k: v for k, v in r.items() if k != "judges"},
          **{f"{n.split()[0].lower()}_{k}": j[k] for n, j in r["judges"].items()
@@ -104,12 +104,11 @@ def run(ctx: Context, command: str) -> dict:
         cells = [r["run"], r["sampler"], f"{r['nfe']:.0f}"]
         for name in meter.names:
             j = r["judges"][name]
-            cells += [fd_text(j), fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"])]
+            cells += [fd_text(j), ratio_text(j)]
         cells += [f"{r['train_s']:.0f}", f"{r['time_vs_edm']:.2f}", f"{r['bpd']:.3f} ± {r['bpd_sem']:.3f}"]
         body_rows.append(cells)
     fm = next(r for r in rows if r["arm"] == "fm")
-    says = [f"{name} {fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])} "
-            f"({verdict(j['ratio_low'], j['ratio_high'], TARGET)})" for name, j in fm["judges"].items()]
+    says = [verdict_text(name, j, TARGET) for name, j in fm["judges"].items()]
     verdicts = (f"- fm-digits no worse than edm-digits (FD ratio at most {TARGET:.2f}): " + "; ".join(says)
                 + f"\n- fm-digits trained in at most 1.1x edm-digits' time: {fm['time_vs_edm']:.2f}x "
                 f"({'met' if fm['time_vs_edm'] <= 1.1 else 'missed'})")
@@ -132,7 +131,6 @@ def _students(ctx: Context, meter, teachers: dict) -> tuple[list[dict], str]:
     their teacher's default sampler; the report's section."""
     from ..config import load_config
     from ..errors import ScorekitError
-    from ..metrics.intervals import fmt_interval, ratio_interval, verdict
     from ..run import load
     from ..training import train_run
     from ..training.distill import prepare
@@ -168,25 +166,20 @@ def _students(ctx: Context, meter, teachers: dict) -> tuple[list[dict], str]:
                                 else ("consistency", {"steps": k}))
             r = seeded_fd(ctx, NAME, d, meter, out, sampler, options, SEEDS,
                           ctx.folder / "grids" / f"{tag}-{method}-{k}.png")
-            for name in meter.names:
-                q, lo, hi = ratio_interval(r["judges"][name]["values"], teacher["judges"][name]["values"])
-                r["judges"][name].update(ratio=q, ratio_low=lo, ratio_high=hi)
+            with_ratios(r, teacher)
             rows.append({"teacher": tag, "method": method, "nfe": k, **training_cost(out, d.config), **r})
-            ctx.say(f"    {method} from {tag}, {k} NFE: " + ", ".join(
-                f"{n} {fd_text(j)} ({fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])}x)"
-                for n, j in r["judges"].items()))
+            ctx.say(f"    {method} from {tag}, {k} NFE: " + judges_text(r))
     header = ["Student", "NFE", "training s"]
     for name in meter.names:
         header += [f"{name} [95% CI]", "/ teacher's [95% CI]"]
     table = [[f"{r['method']} from {r['teacher']}", r["nfe"], f"{r['train_s']:.0f}",
               *[c for j in r["judges"].values()
-                for c in (fd_text(j), fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"]))]] for r in rows]
+                for c in (fd_text(j), ratio_text(j))]] for r in rows]
     lines = []
     for (tag, method, k), target in STUDENT_TARGETS.items():
         r = next(r for r in rows if (r["teacher"], r["method"], r["nfe"]) == (tag, method, k))
         lines.append(f"- {method} from {tag}, {k} NFE, within {target:g}x its teacher: " + "; ".join(
-            f"{n} {fmt_interval(j['ratio'], j['ratio_low'], j['ratio_high'])} "
-            f"({verdict(j['ratio_low'], j['ratio_high'], target)})" for n, j in r["judges"].items()))
+            verdict_text(n, j, target) for n, j in r["judges"].items()))
     teacher_line = "; ".join(f"{tag}: {t['sampler']}, " + ", ".join(f"{n} {fd_text(j)}" for n, j in
                                                                      t["judges"].items())
                              for tag, t in teachers.items() if tag in teacher_dirs)

@@ -214,6 +214,37 @@ def fd_text(j: dict) -> str:
     return fmt_interval(j["fd"], j["low"], j["high"]) if j["low"] is not None else f"{j['fd']:.2f} (1 seed)"
 
 
+def with_ratios(r: dict, ref: dict) -> dict:
+    """``r`` (a :func:`seeded_fd` result) with each judge's FD ratio to ``ref``'s: ratio, ratio_low, ratio_high (the
+    95% interval of a ratio of means over the seeds)."""
+    from ..metrics.intervals import ratio_interval
+
+    for name, j in r["judges"].items():
+        q, lo, hi = ratio_interval(j["values"], ref["judges"][name]["values"])
+        j.update(ratio=q, ratio_low=lo, ratio_high=hi)
+    return r
+
+
+def ratio_text(j: dict) -> str:
+    """A judge's ratio with its interval (set by :func:`with_ratios`)."""
+    from ..metrics.intervals import fmt_interval
+
+    return fmt_interval(j["ratio"], j["ratio_low"], j["ratio_high"])
+
+
+def judges_text(r: dict) -> str:
+    """Every judge's FD with its interval, and its ratio where :func:`with_ratios` set one."""
+    return ", ".join(f"{n} {fd_text(j)}" + (f" ({ratio_text(j)}x)" if "ratio" in j else "")
+                     for n, j in r["judges"].items())
+
+
+def verdict_text(name: str, j: dict, target: float) -> str:
+    """``proxy FD 1.14 [1.05, 1.24] (within noise)``: a judge's ratio against a target "at most ``target``"."""
+    from ..metrics.intervals import verdict
+
+    return f"{name} {ratio_text(j)} ({verdict(j['ratio_low'], j['ratio_high'], target)})"
+
+
 # ----- the report ---------------------------------------------------------------------------------------
 
 def write_csv(path: Path, rows: list[dict]) -> None:

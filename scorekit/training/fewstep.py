@@ -35,7 +35,7 @@ from ..model.factory import fewstep_sigma_max
 from ..model.guidance import conditional
 from ..processes.base import expand_like
 from ..rng import image_seed
-from .losses import pseudo_huber
+from .losses import huber_c, pseudo_huber
 
 _STREAM = 2**41  # the few-step draws' own streams, apart from step_draws'
 
@@ -120,8 +120,7 @@ class FewStep:
         f = cfg.fewstep
         self.sigma_min = f.sigma_min or student.sigma_min
         self.sigma_max = fewstep_sigma_max(cfg)
-        dim = math.prod(student.image_shape)
-        self.c = f.huber_c or 0.00054 * math.sqrt(dim)
+        self.c = huber_c(cfg, math.prod(student.image_shape))
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.student = student  # pd: from the second round on, the teacher is a copy of the student (its outputs)
         self.target = None

@@ -62,6 +62,11 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, eps: torch.
     return loss
 
 
+def huber_c(cfg, dim: int) -> float:
+    """The pseudo-Huber constant: fewstep.huber_c, or 0.00054 sqrt(dim) when it is 0 (Song & Dhariwal 2023)."""
+    return cfg.fewstep.huber_c or 0.00054 * math.sqrt(dim)
+
+
 def pseudo_huber(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
     """sqrt(||x - y||^2 + c^2) - c per image, the norm over the whole image (iCT; 2-rectified flow++)."""
     sq = (x.float() - y.float()).pow(2).flatten(1).sum(1)

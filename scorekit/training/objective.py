@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..config import Config
 from ..model.denoiser import Denoiser
-from .losses import ddpm_loss, dsm_loss, edm_loss, fm_loss, likelihood_loss
+from .losses import ddpm_loss, dsm_loss, edm_loss, fm_loss, huber_c, likelihood_loss
 from .meanflow import meanflow_loss
 from .vdm import vdm_loss
 
@@ -30,9 +28,8 @@ def objective(cfg: Config, denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor
     if cfg.training.loss == "meanflow" and r is not None:
         return meanflow_loss(denoiser.net, x0, t, r, noise, cfg.training.adaptive_p, y=y)
     if cfg.training.loss in ("fm", "reflow", "meanflow"):  # reflow: x0 and noise are a teacher's pair
-        huber = cfg.fewstep.reflow_distance == "pseudo_huber" and cfg.training.loss == "reflow"
-        c = (cfg.fewstep.huber_c or 0.00054 * math.sqrt(x0[0].numel())) if huber else None
-        return fm_loss(denoiser, x0, t, noise, y=y, aug=aug, huber_c=c)
+        huber = cfg.fewstep.reflow_distance == "pseudo_huber"  # refused outside reflow (config checks)
+        return fm_loss(denoiser, x0, t, noise, y=y, aug=aug, huber_c=huber_c(cfg, x0[0].numel()) if huber else None)
     if cfg.training.loss == "edm":
         return edm_loss(denoiser, x0, sigma, noise, cfg.model.sigma_data, y=y, aug=aug)
     if cfg.training.loss == "dsm":
