@@ -4,7 +4,8 @@ import signal
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one thread per pytest-xdist worker (the README's command runs two on two cores), else up to two
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here)"
 
