@@ -178,7 +178,10 @@ def test_training_times_for_each_sampling():
     (["model.arch=ncsnv2", "model.ngf=8"], "model.arch: a flow's network reads the continuous time"),
     (["model.output=mean"], "model.output: a flow's network predicts velocity"),
     (["training.mode_scale=2.0", "training.t_sampling=mode"], "training.mode_scale"),
-    (["fewstep.reflow_distance=pseudo_huber"], "fewstep.reflow_distance: pseudo_huber is the distance of a reflow"),
+    (["fewstep.reflow_distance=pseudo_huber"], "fewstep.reflow_distance: pseudo_huber is a setting of a reflow"),
+    (["fewstep.init=scratch"], "fewstep.init: scratch is a setting of a reflow student"),
+    (["fewstep.init=teachers"], "fewstep.init"),
+    (["fewstep.pair_sampler=dpm2m 5"], "fewstep.pair_sampler: dpm2m 5 is a setting of a reflow student"),
 ])
 def test_a_flow_refuses_what_it_cannot_do(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -299,6 +302,59 @@ def test_a_reflow_run_resumes_bit_for_bit_on_the_same_pairs(tmp_path):
     cfg = RunDir(tmp_path / "a").read_config()
     assert (cfg.process.kind, cfg.model.output, cfg.training.loss) == ("flow", "velocity", "reflow")
     assert "euler:1" in (tmp_path / "a" / "schedules.json").read_text()
+
+
+def test_a_reflow_student_starts_from_its_teacher_only_where_fewstep_init_says(tmp_path):
+    """fewstep.init: auto starts from a flow teacher's weights (data in [-1, 1], like the student's) and not from a
+    VE teacher's (data in [0, 1]); teacher / scratch as told; a teacher of another shape is refused in one line."""
+    from scorekit.errors import ScorekitError
+    from scorekit.model.factory import build_net
+    from scorekit.run import load
+    from scorekit.training import train_run
+    from scorekit.training.distill import student_config
+    from scorekit.training.reflow import starts_from_teacher
+
+    tiny = ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=4",
+            "training.steps=1"]
+    for preset, auto in (("fm-digits", True), ("ncsnv2-unet-digits", False)):
+        train_run(preset, tmp_path / preset, tiny, device="cpu", progress=False, evaluate=False)
+        teacher = load(tmp_path / preset)
+        for init, expected in (("auto", auto), ("teacher", True), ("scratch", False)):
+            cfg = student_config(teacher.config, "reflow", 2, [f"fewstep.init={init}"])
+            assert starts_from_teacher(cfg, teacher, build_net(cfg)) is expected, (preset, init)
+        wide = student_config(teacher.config, "reflow", 2, ["fewstep.init=teacher", "model.ch=16"])
+        with pytest.raises(ScorekitError, match="fewstep.init=teacher: the student's network differs in shape"):
+            starts_from_teacher(wide, teacher, build_net(wide))
+        assert not starts_from_teacher(student_config(teacher.config, "reflow", 2, ["model.ch=16"]), teacher,
+                                       build_net(wide))  # auto: its own initialisation, as before
+
+
+def test_fewstep_pair_sampler_draws_the_pairs_with_the_sampler_it_names(tmp_path):
+    """fewstep.pair_sampler "dpm2m 2": pairs.json records it and the kept endpoints are that sampler's from the pairs'
+    noise (draw_pairs with it); a malformed value is refused in one line naming the key."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from scorekit.run import load
+    from scorekit.training import train_run
+    from scorekit.training.distill import prepare
+    from scorekit.training.reflow import draw_pairs
+
+    tiny = ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=4"]
+    train_run("ncsnv2-unet-digits", tmp_path / "t", [*tiny, "training.steps=1"], device="cpu", progress=False,
+              evaluate=False)
+    run = prepare(tmp_path / "t", tmp_path / "s", "reflow", 1, ["fewstep.pairs=6", "fewstep.pair_sampler=dpm2m 2"])
+    train_run(run.path, None, [], device="cpu", progress=False, evaluate=False)
+    assert json.loads((run.path / "pairs" / "pairs.json").read_text())["sampler"] == ["dpm2m", 2, "karras"]
+    kept = load_file(run.path / "pairs" / "chunk_00000000.safetensors")
+    z, x = draw_pairs(load(tmp_path / "t"), range(6), 7, ("dpm2m", 2, "karras"))
+    assert torch.equal(kept["z"], z) and torch.allclose(kept["x"], x, atol=1e-6)
+    for bad, match in (("dpm2m_sde 5", "expected 'NAME STEPS"), ("heun x", "expected 'NAME STEPS"),
+                       ("heun 4 cosine", "the schedule is karras or logsnr")):
+        with pytest.raises(ConfigError, match=f"fewstep.pair_sampler: .*{match}"):
+            load_config("fm-digits", ["training.loss=reflow", "fewstep.teacher=t.safetensors",
+                                      f"fewstep.pair_sampler={bad}"])
 
 
 def test_reflow_refuses_what_it_cannot_draw(tmp_path):

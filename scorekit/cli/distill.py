@@ -29,7 +29,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
       scorekit distill runs/digits --out runs/digits-cd
       scorekit distill runs/ncsnv2-unet --method ect --out runs/ncsn-ect training.steps=600
       scorekit sample runs/digits-cd --steps 1
-      scorekit distill runs/fm --method reflow --out runs/fm-reflow fewstep.pairs=20000"""
+      scorekit distill runs/fm --method reflow --out runs/fm-reflow fewstep.pairs=20000
+      scorekit distill runs/ncsnv2-unet --method reflow --out runs/ncsn-rf fewstep.pair_sampler="dpm2m 5"
+    (reflow: fewstep.pair_sampler "NAME STEPS [SCHEDULE]" chooses the teacher's deterministic sampler; fewstep.init
+    auto | teacher | scratch the student's start, auto = the teacher's weights if its data are in [-1, 1])"""
     from ..training import train_run
     from ..training.distill import prepare
     from .running import report_training

@@ -157,9 +157,18 @@ def _check_flow(cfg) -> None:
     if tc.loss == "reflow" and not cfg.fewstep.teacher:
         raise ConfigError("training.loss=reflow: learns a teacher's pairs; start it with `scorekit distill RUN "
                           "--method reflow` (fewstep.teacher is empty)")
-    if cfg.fewstep.reflow_distance != "l2" and tc.loss != "reflow":
-        raise ConfigError(f"fewstep.reflow_distance: {cfg.fewstep.reflow_distance} is the distance of a reflow "
-                          f"student (training.loss=reflow), not of training.loss={tc.loss}")
+    for key, value, default in (("reflow_distance", cfg.fewstep.reflow_distance, "l2"),
+                                ("pair_sampler", cfg.fewstep.pair_sampler, ""), ("init", cfg.fewstep.init, "auto")):
+        if value != default and tc.loss != "reflow":
+            raise ConfigError(f"fewstep.{key}: {value} is a setting of a reflow student (training.loss=reflow), "
+                              f"not of training.loss={tc.loss}")
+    if cfg.fewstep.pair_sampler:
+        from ..training.reflow import parse_pair_sampler
+
+        try:
+            parse_pair_sampler(cfg.fewstep.pair_sampler)
+        except ValueError as e:
+            raise ConfigError(f"fewstep.pair_sampler: {e}") from None
     if cfg.fewstep.pairs < 1:
         raise ConfigError(f"fewstep.pairs: the number of reflow pairs, >= 1, got {cfg.fewstep.pairs}")
     if tc.t_sampling in ("logit_normal", "mode", "u_shaped") and tc.loss not in ("fm", "reflow", "meanflow"):

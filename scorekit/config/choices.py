@@ -25,6 +25,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
                       "pd", "fm", "reflow", "meanflow"),
     "training.t_sampling": ("uniform", "importance", "logit_normal", "mode", "u_shaped"),
     "fewstep.reflow_distance": ("l2", "pseudo_huber"),
+    "fewstep.init": ("auto", "teacher", "scratch"),
     "model.precond": ("none", "edm"),
     "training.precision": ("auto", "fp32", "bf16"),
     "sampling.precision": ("auto", "fp32", "bf16"),

@@ -167,6 +167,8 @@ class FewStepConfig:
     pairs: int = 20000  # reflow: (noise, ODE endpoint) pairs the teacher draws (kept in RUN/pairs/)
     pair_seed: int = 7  # reflow: pair i's noise comes from the generator (pair_seed, i)
     reflow_distance: str = "l2"  # reflow: l2 (Liu et al.) | pseudo_huber (2-rectified flow++, c = huber_c)
+    pair_sampler: str = ""  # reflow: "NAME STEPS [SCHEDULE]" of the teacher's pairs (an ODE sampler); "" = automatic
+    init: str = "auto"  # reflow: the student's start: teacher (its weights) | scratch | auto (teacher on [-1, 1] data)
 
 
 @dataclass

@@ -112,11 +112,11 @@ class Trainer:
         teacher = self.fewstep.teacher if self.fewstep is not None else self.reflow_teacher
         if teacher is None:
             return
-        ours, theirs = self.net.state_dict(), teacher.net.state_dict()
-        if self.pairs is not None and (ours.keys() != theirs.keys()
-                                       or any(ours[k].shape != theirs[k].shape for k in ours)):
-            return  # a reflow student of another shape than its teacher starts from its own initialisation
-        self.net.load_state_dict(theirs)
+        from .reflow import starts_from_teacher
+
+        if self.pairs is not None and not starts_from_teacher(self.cfg, teacher, self.net):
+            return  # a reflow student on its own initialisation (fewstep.init)
+        self.net.load_state_dict(teacher.net.state_dict())
         if self.ema is not None:
             self.ema.load_state_dict(self.net.state_dict())
         if self.fewstep is not None and self.fewstep.target is not None:

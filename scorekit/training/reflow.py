@@ -29,8 +29,26 @@ ODE_SAMPLERS = ("euler", "heun", "dpm2m", "rk45")
 FALLBACK = ("heun", 18, "karras")  # for chain samplers (ancestral, Langevin, predictor-corrector): EDM's 35 NFE
 
 
-def pair_sampler(cfg) -> tuple[str, int, str]:
-    """(sampler, steps, schedule) of a teacher's pairs: its default sampler's deterministic counterpart."""
+SCHEDULES = ("karras", "logsnr")
+
+
+def parse_pair_sampler(text: str) -> tuple[str, int, str]:
+    """fewstep.pair_sampler "NAME STEPS [SCHEDULE]" as (sampler, steps, schedule), or ValueError saying why."""
+    parts = text.split()
+    if len(parts) not in (2, 3) or parts[0] not in ODE_SAMPLERS[:3] or not parts[1].isdigit() or int(parts[1]) < 1:
+        raise ValueError(f"{text!r}: expected 'NAME STEPS [SCHEDULE]' with NAME one of {', '.join(ODE_SAMPLERS[:3])} "
+                         f"(a deterministic sampler) and STEPS >= 1, e.g. 'dpm2m 5'")
+    schedule = parts[2] if len(parts) == 3 else "karras"
+    if schedule not in SCHEDULES:
+        raise ValueError(f"{text!r}: the schedule is {' or '.join(SCHEDULES)}, got {schedule!r}")
+    return parts[0], int(parts[1]), schedule
+
+
+def pair_sampler(cfg, chosen: str = "") -> tuple[str, int, str]:
+    """(sampler, steps, schedule) of a teacher's pairs: ``chosen`` (fewstep.pair_sampler) if given, else its default
+    sampler's deterministic counterpart."""
+    if chosen:
+        return parse_pair_sampler(chosen)
     sc = cfg.sampling
     name = ODE_TWIN.get(sc.sampler, sc.sampler)
     if name not in ODE_SAMPLERS:
@@ -74,7 +92,7 @@ def draw_missing(cfg, run_dir: Path, teacher, *, show: bool = True) -> None:
     records how they are drawn, and a folder drawn otherwise is refused."""
     folder = Path(run_dir) / PAIRS_DIR
     n, seed = cfg.fewstep.pairs, cfg.fewstep.pair_seed
-    sampler = pair_sampler(teacher.config)
+    sampler = pair_sampler(teacher.config, cfg.fewstep.pair_sampler)
     meta = {"pairs": n, "seed": seed, "sampler": list(sampler), "chunk": CHUNK}
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "pairs.json"
@@ -122,6 +140,22 @@ def shared_pairs(cfg, run_dir: Path, teacher, dist, *, show: bool = True) -> Pai
         draw_missing(cfg, run_dir, teacher, show=show)
     dist.barrier()
     return Pairs(cfg, run_dir)
+
+
+def starts_from_teacher(cfg, teacher, student_net) -> bool:
+    """Whether a reflow student starts from its teacher's weights (fewstep.init): ``teacher`` / ``scratch`` as told;
+    ``auto``: when the networks have the same shapes and the teacher learnt data in [-1, 1] like the student (a VE
+    teacher's network, trained on [0, 1] with another time input, measured a worse start than none: README)."""
+    ours, theirs = student_net.state_dict(), teacher.net.state_dict()
+    same = ours.keys() == theirs.keys() and all(ours[k].shape == theirs[k].shape for k in ours)
+    if cfg.fewstep.init == "teacher" and not same:
+        from ..errors import ScorekitError
+
+        raise ScorekitError(f"fewstep.init=teacher: the student's network differs in shape from "
+                            f"{teacher.config.name}'s; use fewstep.init=scratch or the teacher's model settings")
+    if cfg.fewstep.init == "auto":
+        return same and tuple(teacher.data_range) == (-1.0, 1.0)
+    return cfg.fewstep.init == "teacher"
 
 
 def euler_grids(cfg, steps=(1, 2, 4)) -> dict[int, list[float]]:
