@@ -178,7 +178,7 @@ def _students(ctx: Context, meter, teachers: dict) -> tuple[list[dict], str]:
     header = ["Student", "NFE", "training s"]
     for name in meter.names:
         header += [f"{name} [95% CI]", "/ teacher's [95% CI]"]
-    table = [[f"{r['method']} from {r['teacher']}", r["nfe"], f"{r['train_s']:.0f}",
+    table = [[f"{r['method']} from {r['teacher']}", f"{r['nfe']:.0f}", f"{r['train_s']:.0f}",
               *[c for j in r["judges"].values()
                 for c in (fd_text(j), ratio_text(j))]] for r in rows]
     lines = []
