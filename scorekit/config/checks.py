@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError
+from .choices import BOUND_LOSSES, CHOICES, CONSISTENCY_LOSSES, FEWSTEP_LOSSES, ConfigError, parse_pair_sampler
 
 # ``cfg`` is a scorekit.config.Config throughout; this module does not import it, so that config (which validates
 # with it) and it do not import each other.
@@ -163,8 +163,6 @@ def _check_flow(cfg) -> None:
             raise ConfigError(f"fewstep.{key}: {value} is a setting of a reflow student (training.loss=reflow), "
                               f"not of training.loss={tc.loss}")
     if cfg.fewstep.pair_sampler:
-        from ..training.reflow import parse_pair_sampler
-
         try:
             parse_pair_sampler(cfg.fewstep.pair_sampler)
         except ValueError as e:

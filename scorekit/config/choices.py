@@ -41,3 +41,17 @@ BOUND_LOSSES = ("kl", "vlb")
 # al. 2024; improved CT, Song & Dhariwal 2023) and progressive distillation (Salimans & Ho 2022).
 CONSISTENCY_LOSSES = ("cd", "ect", "ict")
 FEWSTEP_LOSSES = (*CONSISTENCY_LOSSES, "pd")
+PAIR_SAMPLERS = ("euler", "heun", "dpm2m")  # fewstep.pair_sampler: the deterministic samplers with a step count
+PAIR_SCHEDULES = ("karras", "logsnr")
+
+
+def parse_pair_sampler(text: str) -> tuple[str, int, str]:
+    """fewstep.pair_sampler "NAME STEPS [SCHEDULE]" as (sampler, steps, schedule), or ValueError saying why."""
+    parts = text.split()
+    if len(parts) not in (2, 3) or parts[0] not in PAIR_SAMPLERS or not parts[1].isdigit() or int(parts[1]) < 1:
+        raise ValueError(f"{text!r}: expected 'NAME STEPS [SCHEDULE]' with NAME one of {', '.join(PAIR_SAMPLERS)} "
+                         f"(a deterministic sampler) and STEPS >= 1, e.g. 'dpm2m 5'")
+    schedule = parts[2] if len(parts) == 3 else "karras"
+    if schedule not in PAIR_SCHEDULES:
+        raise ValueError(f"{text!r}: the schedule is {' or '.join(PAIR_SCHEDULES)}, got {schedule!r}")
+    return parts[0], int(parts[1]), schedule

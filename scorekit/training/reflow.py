@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_save_file
+from ..config.choices import parse_pair_sampler
 from ..images import atomic_write_bytes
 from ..progress import progress
 from ..rng import ImageRNG, image_seed
@@ -27,21 +28,6 @@ ODE_TWIN = {"dpm2m_sde": "dpm2m", "euler_ancestral": "euler", "edm_stochastic": 
             "ddim": "euler"}
 ODE_SAMPLERS = ("euler", "heun", "dpm2m", "rk45")
 FALLBACK = ("heun", 18, "karras")  # for chain samplers (ancestral, Langevin, predictor-corrector): EDM's 35 NFE
-
-
-SCHEDULES = ("karras", "logsnr")
-
-
-def parse_pair_sampler(text: str) -> tuple[str, int, str]:
-    """fewstep.pair_sampler "NAME STEPS [SCHEDULE]" as (sampler, steps, schedule), or ValueError saying why."""
-    parts = text.split()
-    if len(parts) not in (2, 3) or parts[0] not in ODE_SAMPLERS[:3] or not parts[1].isdigit() or int(parts[1]) < 1:
-        raise ValueError(f"{text!r}: expected 'NAME STEPS [SCHEDULE]' with NAME one of {', '.join(ODE_SAMPLERS[:3])} "
-                         f"(a deterministic sampler) and STEPS >= 1, e.g. 'dpm2m 5'")
-    schedule = parts[2] if len(parts) == 3 else "karras"
-    if schedule not in SCHEDULES:
-        raise ValueError(f"{text!r}: the schedule is {' or '.join(SCHEDULES)}, got {schedule!r}")
-    return parts[0], int(parts[1]), schedule
 
 
 def pair_sampler(cfg, chosen: str = "") -> tuple[str, int, str]:
