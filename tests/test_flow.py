@@ -311,7 +311,7 @@ def test_a_reflow_student_starts_from_its_teacher_only_where_fewstep_init_says(t
     from scorekit.model.factory import build_net
     from scorekit.run import load
     from scorekit.training import train_run
-    from scorekit.training.distill import student_config
+    from scorekit.training.distill import prepare, student_config
     from scorekit.training.reflow import starts_from_teacher
 
     tiny = ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]", "training.batch_size=4",
@@ -327,6 +327,9 @@ def test_a_reflow_student_starts_from_its_teacher_only_where_fewstep_init_says(t
             starts_from_teacher(wide, teacher, build_net(wide))
         assert not starts_from_teacher(student_config(teacher.config, "reflow", 2, ["model.ch=16"]), teacher,
                                        build_net(wide))  # auto: its own initialisation, as before
+    with pytest.raises(ScorekitError, match="fewstep.init=teacher: the student's network differs in shape"):
+        prepare(tmp_path / "fm-digits", tmp_path / "s", "reflow", 2, ["fewstep.init=teacher", "model.ch=16"])
+    assert not (tmp_path / "s").exists()  # refused before anything is written
 
 
 def test_fewstep_pair_sampler_draws_the_pairs_with_the_sampler_it_names(tmp_path):
