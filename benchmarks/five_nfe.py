@@ -5,7 +5,9 @@ from the measured seeds); every judge of the digits, SEEDS sample seeds x N, rat
 intervals and the verdict against the target. The run's eval/ folder keeps each seed's measurement, so a rerun
 resumes; the search writes RUN/schedules.json.
 
-    PYTHONPATH=. python benchmarks/five_nfe.py RUN [--out benchmarks/results/five_nfe.json]
+    PYTHONPATH=. python benchmarks/five_nfe.py RUN [--criterion all] [--out benchmarks/results/five_nfe.json]
+
+--criterion all: the searches rank schedules on every judge (tune-schedule --criterion all) instead of the proxy.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SOLVERS = ("unipc", "ipndm", "dpm2m_sde")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="a finished ddpm-digits run")
+    ap.add_argument("--criterion", choices=("first", "all"), default="first", help="tune-schedule's --criterion")
     ap.add_argument("--out", default="benchmarks/results/five_nfe.json")
     args = ap.parse_args()
     ctx = Context(folder=args.run.parent, base="ddpm-digits", overrides=[], steps=0, n=N, seed=0)
@@ -42,10 +45,11 @@ def main() -> int:
                                        SEEDS)
     for s in SOLVERS:
         subprocess.run([sys.executable, "-m", "scorekit", "tune-schedule", str(args.run), "--sampler", s,
-                        "--steps", "5", "--seed", str(SEARCH_SEED), "--no-progress"], check=True)
+                        "--steps", "5", "--seed", str(SEARCH_SEED), "--criterion", args.criterion, "--no-progress"],
+                       check=True)
         d = load(args.run)  # with the searched schedule
-        res[f"{s} searched"] = seeded_fd(ctx, "fivenfe_tuned", d, meter, args.run, s, {"steps": 5, "schedule": "auto"},
-                                         SEEDS)
+        tag = "fivenfe_tuned" if args.criterion == "first" else f"fivenfe_tuned_{args.criterion}"
+        res[f"{s} searched"] = seeded_fd(ctx, tag, d, meter, args.run, s, {"steps": 5, "schedule": "auto"}, SEEDS)
     ref = res["ancestral 1000"]
     for key, r in res.items():
         parts = []
@@ -59,7 +63,8 @@ def main() -> int:
                 parts.append(f"{name} {j['fd']:.2f} [{j['low']:.2f}, {j['high']:.2f}]")
         print(f"{key}: " + "; ".join(parts))
     write_json(args.out, {"environment": environment(torch.device("cpu")), "run": str(args.run), "seeds": SEEDS,
-                          "n": N, "target": TARGET, "search_seed": SEARCH_SEED, "results": res,
+                          "n": N, "target": TARGET, "search_seed": SEARCH_SEED, "criterion": args.criterion,
+                          "results": res,
                           "schedules": (args.run / "schedules.json").read_text()})
     return 0
 

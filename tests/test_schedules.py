@@ -136,3 +136,36 @@ def test_tune_schedule_command_saves_the_schedule_that_sample_then_uses(tmp_path
         assert np.array_equal(got, samples_u8(x, d).permute(0, 2, 3, 1).numpy()), flags
     assert main(["tune-schedule", str(run), "--sampler", "langevin", "--steps", "3"]) == 2
     assert math.isfinite(saved["value"])
+
+
+def test_every_judge_weighs_each_judge_by_its_first_value():
+    """--criterion all: each judge's FD over its FD on the first images, summed; a schedule that halves one judge's
+    FD and doubles the other's scores 2.5, worse than one that lowers both by a tenth (1.8); the first scores 2."""
+    from scorekit.evaluation.schedule_search import EveryJudge
+
+    class Meter:
+        names = ["proxy FD", "HOG FD"]
+        calls = iter([{"proxy FD": 20.0, "HOG FD": 200.0}, {"proxy FD": 10.0, "HOG FD": 400.0},
+                      {"proxy FD": 18.0, "HOG FD": 180.0}])
+
+        def all(self, images):
+            return next(self.calls)
+
+    crit = EveryJudge(Meter())
+    assert [crit(None) for _ in range(3)] == [pytest.approx(2.0), pytest.approx(2.5), pytest.approx(1.8)]
+    assert crit.values[1] == {"proxy FD": 10.0, "HOG FD": 400.0} and "proxy FD + HOG FD" in crit.name
+
+
+def test_tune_schedule_can_search_on_every_judge(tmp_path, capsys):
+    from scorekit.cli import main
+    from scorekit.training import train_run
+
+    run = tmp_path / "run"
+    train_run("ddpm-digits", run, ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",
+                                   "training.batch_size=16", "training.steps=2", "process.num_timesteps=20",
+                                   "sampling.steps=0"], device="cpu", progress=False, evaluate=False)
+    assert main(["tune-schedule", str(run), "--sampler", "heun", "--steps", "3", "--n", "128", "--rounds", "0",
+                 "--criterion", "all", "--no-progress"]) == 0
+    saved = json.loads((run / "schedules.json").read_text())["heun:3"]
+    assert saved["criterion"].startswith("proxy FD + HOG FD") and saved["criterion"].endswith("of 128 samples")
+    assert 0 < saved["value"] <= 2.0 + 1e-9  # the best of stage 1, which includes the first candidate at 2

@@ -314,7 +314,7 @@ def cmd_tune_schedule(args: argparse.Namespace) -> int:
     level at a time. The result, checked on two other seeds against the default schedule, is saved in
     RUN/schedules.json; `scorekit sample RUN --sampler S --steps K` (schedule auto) then uses it."""
     from ..evaluation.quality import FrechetMeter
-    from ..evaluation.schedule_search import search_schedule
+    from ..evaluation.schedule_search import EveryJudge, search_schedule
     from ..run import RunDir, save_schedule
 
     run = Path(args.run)
@@ -328,12 +328,13 @@ def cmd_tune_schedule(args: argparse.Namespace) -> int:
     check_sampler(denoiser, sampler, args.steps)
     meter = FrechetMeter(denoiser.config, extractor=args.extractor, weights=args.inception_weights,
                          device=str(denoiser.device))
+    criterion = EveryJudge(meter) if args.criterion == "all" else meter
     say = print if not args.no_progress else (lambda text: None)
-    res = search_schedule(denoiser, sampler, args.steps, meter, n=args.n, seed=args.seed, rounds=args.rounds,
+    res = search_schedule(denoiser, sampler, args.steps, criterion, n=args.n, seed=args.seed, rounds=args.rounds,
                           say=say)
-    path = save_schedule(RunDir(run).path, sampler, args.steps, res, f"{meter.name} of {args.n} samples")
+    path = save_schedule(RunDir(run).path, sampler, args.steps, res, f"{criterion.name} of {args.n} samples")
     v = res["validation"]
-    print(f"{sampler} at {args.steps} steps: {meter.name} {res['value']:.2f} on the search seed (default schedule "
+    print(f"{sampler} at {args.steps} steps: {criterion.name} {res['value']:.2f} on the search seed (default schedule "
           f"{res['default_value']:.2f}); on seeds {res['validation_seeds']}: {[round(x, 2) for x in v['searched']]} "
           f"against {[round(x, 2) for x in v['default']]} -> {path}")
     return 0
@@ -346,6 +347,10 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=Number(int, 128, 100_000), default=256, help="samples per evaluation (256)")
     p.add_argument("--rounds", type=Number(int, 0, 10), default=2, help="rounds of one-level moves (2)")
     p.add_argument("--seed", type=SEED, default=0, help="the seed of the search's samples (default 0)")
+    p.add_argument("--criterion", choices=("first", "all"), default="first",
+                   help="first: the first judge's FD (the digits proxy, or Inception); all: the sum over every judge "
+                        "(on the digits the proxy and the HOG FD) of its FD over its value on the first schedule "
+                        "tried, so that no one judge is flattered (default first)")
     add_meter_args(p)
 
 

@@ -77,6 +77,25 @@ def _moves(sampler: str, schedule: list, step: float, process) -> list[list]:
     return out
 
 
+class EveryJudge:
+    """A criterion that no single judge can be flattered by: the sum over the meter's judges of each one's FD over
+    its FD on the first images it was given (the search's first candidate), so every judge weighs alike whatever
+    its scale; ``values`` keeps each call's FDs by judge."""
+
+    def __init__(self, meter):
+        self.meter, self.first, self.values = meter, None, []
+
+    @property
+    def name(self) -> str:
+        return " + ".join(self.meter.names) + " (each over its value on the first schedule)"
+
+    def __call__(self, images_u8: torch.Tensor) -> float:
+        fds = self.meter.all(images_u8)
+        self.first = self.first or fds
+        self.values.append(fds)
+        return sum(v / self.first[k] for k, v in fds.items())
+
+
 def search_schedule(denoiser, sampler: str, steps: int, criterion: Callable[[torch.Tensor], float], *, n: int = 256,
                     seed: int = 0, rounds: int = 2, validate_seeds: tuple[int, ...] = (1, 2),
                     say: Callable[[str], None] = print) -> dict:
