@@ -100,14 +100,20 @@ def test_a_searched_schedule_beats_a_poor_start_and_is_used_by_auto():
     assert torch.equal(auto, explicit) and not torch.equal(auto, karras)
 
 
-def test_tune_schedule_command_saves_the_schedule_that_sample_then_uses(tmp_path, capsys):
-    from scorekit.cli import main
+def _tiny_run(run):
+    """A two-step ddpm-digits run on 20 levels, for the tune-schedule commands."""
     from scorekit.training import train_run
 
-    run = tmp_path / "run"
     train_run("ddpm-digits", run, ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",
                                    "training.batch_size=16", "training.steps=2", "process.num_timesteps=20",
                                    "sampling.steps=0"], device="cpu", progress=False, evaluate=False)
+    return run
+
+
+def test_tune_schedule_command_saves_the_schedule_that_sample_then_uses(tmp_path, capsys):
+    from scorekit.cli import main
+
+    run = _tiny_run(tmp_path / "run")
     assert main(["tune-schedule", str(run), "--sampler", "heun", "--steps", "3", "--n", "128", "--rounds", "0",
                  "--no-progress"]) == 0
     assert "heun at 3 steps" in capsys.readouterr().out
@@ -156,14 +162,10 @@ def test_every_judge_weighs_each_judge_by_its_first_value():
     assert crit.values[1] == {"proxy FD": 10.0, "HOG FD": 400.0} and "proxy FD + HOG FD" in crit.name
 
 
-def test_tune_schedule_can_search_on_every_judge(tmp_path, capsys):
+def test_tune_schedule_can_search_on_every_judge(tmp_path):
     from scorekit.cli import main
-    from scorekit.training import train_run
 
-    run = tmp_path / "run"
-    train_run("ddpm-digits", run, ["model.ch=8", "model.ch_mult=[1,2]", "model.attn_resolutions=[4]",
-                                   "training.batch_size=16", "training.steps=2", "process.num_timesteps=20",
-                                   "sampling.steps=0"], device="cpu", progress=False, evaluate=False)
+    run = _tiny_run(tmp_path / "run")
     assert main(["tune-schedule", str(run), "--sampler", "heun", "--steps", "3", "--n", "128", "--rounds", "0",
                  "--criterion", "all", "--no-progress"]) == 0
     saved = json.loads((run / "schedules.json").read_text())["heun:3"]
