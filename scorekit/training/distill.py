@@ -121,11 +121,9 @@ def prepare(run: str | Path, out: str | Path, method: str, steps: int = 0, overr
     weights = ck.ema if ck.ema else ck.model
     if method == "reflow" and cfg.fewstep.init == "teacher":  # refused before any pair is drawn
         from ..model.factory import build_net
+        from .reflow import same_shapes
 
-        ours = build_net(cfg).state_dict()
-        if ours.keys() != weights.keys() or any(ours[k].shape != weights[k].shape for k in ours):
-            raise ScorekitError(f"fewstep.init=teacher: the student's network differs in shape from {run}'s; use "
-                                f"fewstep.init=scratch or the teacher's model settings")
+        same_shapes(build_net(cfg).state_dict(), weights, cfg, str(run))
     save_checkpoint(target.path / TEACHER_FILE, config=ck.config, step=ck.step, model=weights,
                     state={"teacher_run": str(Path(run).resolve()), "teacher_checkpoint": latest.name,
                            "ema": bool(ck.ema)})

@@ -128,17 +128,23 @@ def shared_pairs(cfg, run_dir: Path, teacher, dist, *, show: bool = True) -> Pai
     return Pairs(cfg, run_dir)
 
 
-def starts_from_teacher(cfg, teacher, student_net) -> bool:
-    """Whether a reflow student starts from its teacher's weights (fewstep.init): ``teacher`` / ``scratch`` as told;
-    ``auto``: when the networks have the same shapes and the teacher learnt data in [-1, 1] like the student (a VE
-    teacher's network, trained on [0, 1] with another time input, measured a worse start than none: README)."""
-    ours, theirs = student_net.state_dict(), teacher.net.state_dict()
+def same_shapes(ours: dict, theirs: dict, cfg, teacher_name: str) -> bool:
+    """Whether two networks' weights (state dicts) have the same names and shapes; with fewstep.init=teacher a
+    mismatch is refused in one line instead."""
     same = ours.keys() == theirs.keys() and all(ours[k].shape == theirs[k].shape for k in ours)
     if cfg.fewstep.init == "teacher" and not same:
         from ..errors import ScorekitError
 
-        raise ScorekitError(f"fewstep.init=teacher: the student's network differs in shape from "
-                            f"{teacher.config.name}'s; use fewstep.init=scratch or the teacher's model settings")
+        raise ScorekitError(f"fewstep.init=teacher: the student's network differs in shape from {teacher_name}'s; "
+                            "use fewstep.init=scratch or the teacher's model settings")
+    return same
+
+
+def starts_from_teacher(cfg, teacher, student_net) -> bool:
+    """Whether a reflow student starts from its teacher's weights (fewstep.init): ``teacher`` / ``scratch`` as told;
+    ``auto``: when the networks have the same shapes and the teacher learnt data in [-1, 1] like the student (a VE
+    teacher's network, trained on [0, 1] with another time input, measured a worse start than none: README)."""
+    same = same_shapes(student_net.state_dict(), teacher.net.state_dict(), cfg, teacher.config.name)
     if cfg.fewstep.init == "auto":
         return same and tuple(teacher.data_range) == (-1.0, 1.0)
     return cfg.fewstep.init == "teacher"
